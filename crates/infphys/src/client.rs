@@ -1,0 +1,443 @@
+//! The chat client: one shared connection pool, one chat completion at a time.
+//!
+//! A request is timed from just before it is handed to the connection to the last byte of the
+//! response, or to the error. Failures come back as [`RequestFailure`] with an [`ErrorKind`], so
+//! load generators can record them as rows instead of dropping them.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::target::Target;
+
+/// Largest response body the client reads; a larger one fails as [`ErrorKind::Decode`] instead
+/// of exhausting memory.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The system message of every request, as in the original lab.
+pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No connection could be made, or the connection broke before the response was complete.
+    Connect,
+    /// The client's timeout fired.
+    Timeout,
+    /// The server answered with a status other than 2xx.
+    HttpStatus,
+    /// The response body was not the expected JSON, or was too large.
+    Decode,
+    /// The server sent an error event inside a successful stream.
+    StreamError,
+    /// The stream ended without `[DONE]` or a finish reason.
+    StreamTruncated,
+    /// The response carried no generated text.
+    Empty,
+}
+
+impl ErrorKind {
+    /// The name used in the `error_kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::HttpStatus => "http_status",
+            Self::Decode => "decode",
+            Self::StreamError => "stream_error",
+            Self::StreamTruncated => "stream_truncated",
+            Self::Empty => "empty",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One chat completion to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The system message.
+    pub system: String,
+    /// The user message.
+    pub prompt: String,
+    /// Upper bound on generated tokens.
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Client timeout for the whole request, in server time (see [`Target::time_scale`]).
+    pub timeout: Duration,
+}
+
+impl ChatRequest {
+    /// A request with the lab's system message, a temperature of 0 and a 60 s timeout.
+    pub fn new(prompt: impl Into<String>, max_tokens: u32) -> Self {
+        Self {
+            system: SYSTEM_PROMPT.to_owned(),
+            prompt: prompt.into(),
+            max_tokens,
+            temperature: 0.0,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Sets the temperature.
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = temperature;
+        self
+    }
+
+    /// Sets the timeout, in server time.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The JSON body sent for this request.
+    pub fn body(&self, model: &str) -> Value {
+        json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": self.system},
+                {"role": "user", "content": self.prompt},
+            ],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        })
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_tokens == 0 {
+            return Err(crate::error::invalid("max_tokens", 0, "expected at least 1"));
+        }
+        validate_timeout(self.timeout)
+    }
+}
+
+pub(crate) fn validate_timeout(timeout: Duration) -> Result<()> {
+    if timeout.is_zero() {
+        return Err(crate::error::invalid(
+            "timeout",
+            "0s",
+            "expected a timeout greater than 0, for example 60s",
+        ));
+    }
+    Ok(())
+}
+
+/// Token counts the server reported in `usage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: Option<u32>,
+    /// Tokens generated.
+    pub completion_tokens: Option<u32>,
+}
+
+/// A successful chat completion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatReply {
+    /// Generated text: `message.content`, else `choices[0].text`, trimmed.
+    pub text: String,
+    /// From just before the request was sent to the last byte of the response, in server time.
+    pub latency: Duration,
+    /// HTTP status code.
+    pub status: u16,
+    /// Token counts, when the server reported them.
+    pub usage: Option<Usage>,
+}
+
+/// A failed chat completion.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RequestFailure {
+    /// Why it failed.
+    pub kind: ErrorKind,
+    /// What happened, with the URL; never contains the API key.
+    pub message: String,
+    /// HTTP status code, when a response arrived.
+    pub status: Option<u16>,
+    /// From just before the request was sent to the failure, in server time.
+    pub latency: Duration,
+}
+
+/// The outcome of one request with the instant it was sent, for load generators.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub sent_at: Instant,
+    pub result: Result<ChatReply, RequestFailure>,
+}
+
+/// An HTTP client bound to one target, with a connection pool shared by every request.
+///
+/// Cloning is cheap and shares the pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    target: Target,
+}
+
+impl Client {
+    /// Builds a client for `target`. Redirects are not followed: a 3xx answer is recorded as an
+    /// [`ErrorKind::HttpStatus`] failure.
+    pub fn new(target: Target) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(usize::MAX)
+            .tcp_nodelay(true)
+            .user_agent(concat!("infphys/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(Error::Client)?;
+        Ok(Self { http, target })
+    }
+
+    /// The target this client sends to.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Sends one chat completion and waits for the whole response.
+    pub async fn chat_once(&self, request: &ChatRequest) -> Result<ChatReply, RequestFailure> {
+        self.attempt(request).await.result
+    }
+
+    pub(crate) async fn attempt(&self, request: &ChatRequest) -> Attempt {
+        let url = self.target.chat_url();
+        let mut builder = self
+            .http
+            .post(&url)
+            .json(&request.body(self.target.model()))
+            .timeout(self.target.to_wall_time(request.timeout));
+        if let Some(key) = self.target.api_key() {
+            builder = builder.bearer_auth(key.expose());
+        }
+
+        // The clock starts before the request is handed to the pool, so connection set-up and
+        // any wait for a free connection count as latency.
+        let sent_at = Instant::now();
+        let outcome = send_and_read(builder).await;
+        let latency = self.target.to_server_time(sent_at.elapsed());
+
+        let result = match outcome {
+            Ok((status, body)) => parse_reply(status, &body, latency, &url),
+            Err(failure) => Err(RequestFailure {
+                kind: failure.kind,
+                message: format!("{} ({url})", failure.message),
+                status: failure.status,
+                latency,
+            }),
+        };
+        Attempt { sent_at, result }
+    }
+}
+
+struct TransportFailure {
+    kind: ErrorKind,
+    message: String,
+    status: Option<u16>,
+}
+
+async fn send_and_read(builder: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), TransportFailure> {
+    let mut response = builder.send().await.map_err(|e| TransportFailure {
+        kind: classify(&e),
+        message: describe_reqwest_error(&e),
+        status: None,
+    })?;
+    let status = response.status().as_u16();
+
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(TransportFailure {
+                        kind: ErrorKind::Decode,
+                        message: format!("response body exceeds {MAX_BODY_BYTES} bytes"),
+                        status: Some(status),
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok((status, body)),
+            Err(e) => {
+                return Err(TransportFailure {
+                    kind: classify(&e),
+                    message: format!("failed to read the response body: {}", describe_reqwest_error(&e)),
+                    status: Some(status),
+                });
+            }
+        }
+    }
+}
+
+fn classify(error: &reqwest::Error) -> ErrorKind {
+    if error.is_timeout() {
+        ErrorKind::Timeout
+    } else if error.is_decode() {
+        ErrorKind::Decode
+    } else {
+        ErrorKind::Connect
+    }
+}
+
+/// Describes a reqwest error with its whole source chain, which holds the useful part
+/// (for example "Connection refused").
+pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    let mut message = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else if error.is_body() {
+        "the response body broke off"
+    } else if error.is_decode() {
+        "the response could not be decoded"
+    } else {
+        "the request failed"
+    }
+    .to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn parse_reply(status: u16, body: &[u8], latency: Duration, url: &str) -> Result<ChatReply, RequestFailure> {
+    let fail = |kind, message: String| RequestFailure {
+        kind,
+        message: format!("{message} ({url})"),
+        status: Some(status),
+        latency,
+    };
+
+    if !(200..300).contains(&status) {
+        return Err(fail(ErrorKind::HttpStatus, format!("HTTP {status}: {}", error_excerpt(body))));
+    }
+
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| fail(ErrorKind::Decode, format!("invalid JSON in the response ({e}): {}", excerpt(body))))?;
+    let Some(choice) = json.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
+        return Err(fail(ErrorKind::Decode, format!("the response has no choices: {}", excerpt(body))));
+    };
+
+    let content = choice
+        .get("message")
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .or_else(|| choice.get("text").and_then(Value::as_str))
+        .unwrap_or("");
+    let text = content.trim().to_owned();
+
+    let usage = json.get("usage").filter(|u| u.is_object()).map(|u| Usage {
+        prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+    });
+
+    if text.is_empty() {
+        return Err(fail(ErrorKind::Empty, "the response carried no generated text".to_owned()));
+    }
+    Ok(ChatReply { text, latency, status, usage })
+}
+
+/// The server's error message when the body is an OpenAI-style error, else the start of the body.
+fn error_excerpt(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|json| {
+            let error = json.get("error")?;
+            error.get("message").and_then(Value::as_str).map(str::to_owned).or_else(|| error.as_str().map(str::to_owned))
+        })
+        .map(|message| excerpt(message.as_bytes()))
+        .unwrap_or_else(|| excerpt(body))
+}
+
+fn excerpt(body: &[u8]) -> String {
+    const LIMIT: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(LIMIT * 4)]);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty body".to_owned();
+    }
+    let mut short: String = text.chars().take(LIMIT).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "http://127.0.0.1:1/v1/chat/completions";
+
+    fn parse(status: u16, body: &str) -> Result<ChatReply, RequestFailure> {
+        parse_reply(status, body.as_bytes(), Duration::from_millis(5), URL)
+    }
+
+    #[test]
+    fn reply_reads_message_content_and_usage() {
+        let reply = parse(
+            200,
+            r#"{"choices":[{"message":{"role":"assistant","content":" OK \n"}}],"usage":{"prompt_tokens":20,"completion_tokens":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(reply.text, "OK");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.usage, Some(Usage { prompt_tokens: Some(20), completion_tokens: Some(2) }));
+    }
+
+    #[test]
+    fn reply_falls_back_to_choice_text() {
+        let reply = parse(200, r#"{"choices":[{"message":{"content":null},"text":"legacy"}]}"#).unwrap();
+        assert_eq!(reply.text, "legacy");
+        assert_eq!(reply.usage, None);
+    }
+
+    #[test]
+    fn non_2xx_is_http_status_with_server_message() {
+        let failure = parse(503, r#"{"error":{"message":"queue full","type":"server_error"}}"#).unwrap_err();
+        assert_eq!(failure.kind, ErrorKind::HttpStatus);
+        assert_eq!(failure.status, Some(503));
+        assert!(failure.message.contains("HTTP 503: queue full"), "{}", failure.message);
+        assert!(failure.message.contains(URL), "{}", failure.message);
+    }
+
+    #[test]
+    fn html_body_is_decode_error() {
+        let failure = parse(200, "<html><body>Bad gateway</body></html>").unwrap_err();
+        assert_eq!(failure.kind, ErrorKind::Decode);
+        assert!(failure.message.contains("<html>"), "{}", failure.message);
+    }
+
+    #[test]
+    fn missing_choices_is_decode_error() {
+        assert_eq!(parse(200, r#"{"id":"x"}"#).unwrap_err().kind, ErrorKind::Decode);
+    }
+
+    #[test]
+    fn blank_content_is_empty_error() {
+        assert_eq!(parse(200, r#"{"choices":[{"message":{"content":"  "}}]}"#).unwrap_err().kind, ErrorKind::Empty);
+    }
+
+    #[test]
+    fn request_body_has_the_lab_payload() {
+        let body = ChatRequest::new("hi", 96).temperature(0.2).body("m");
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["messages"][0]["role"], "system");
+        assert_eq!(body["messages"][0]["content"], SYSTEM_PROMPT);
+        assert_eq!(body["messages"][1]["content"], "hi");
+        assert_eq!(body["max_tokens"], 96);
+        assert_eq!(body["temperature"], 0.2);
+    }
+}

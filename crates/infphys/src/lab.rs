@@ -1,0 +1,188 @@
+//! The lab's parameters, its preflight check, and a run of all four measurement sections.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::client::{ChatRequest, Client};
+use crate::error::{Error, Result};
+use crate::load::{LoadRun, Sweep, TokenBudget, baseline, sweep, token_budget};
+use crate::progress::Progress;
+
+/// The prompt of the baseline, the sweep and the overload sections.
+pub const BASE_PROMPT: &str = "Explain in one short paragraph how batching changes an inference server's throughput.";
+
+/// Everything the lab measures with, at the original lab's values by default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabParams {
+    /// Sequential requests in the baseline.
+    pub baseline_requests: usize,
+    /// `max_tokens` of the baseline, sweep and overload requests.
+    pub max_tokens: u32,
+    /// Temperature of every request.
+    pub temperature: f64,
+    /// Timeout of the baseline and the token-budget requests.
+    pub baseline_timeout: Duration,
+    /// Concurrency levels of the sweep.
+    pub sweep_levels: Vec<usize>,
+    /// Requests per sweep level.
+    pub sweep_requests: usize,
+    /// Timeout of the sweep requests.
+    pub sweep_timeout: Duration,
+    /// Filler characters of the token-budget prompts.
+    pub prompt_sizes: Vec<usize>,
+    /// `max_tokens` values of the token-budget grid.
+    pub max_tokens_grid: Vec<u32>,
+    /// Requests per token-budget cell.
+    pub token_repeats: usize,
+    /// Concurrency levels of the overload section.
+    pub overload_levels: Vec<usize>,
+    /// Requests per overload level.
+    pub overload_requests: usize,
+    /// Timeout of the overload requests, short on purpose.
+    pub overload_timeout: Duration,
+}
+
+impl Default for LabParams {
+    fn default() -> Self {
+        Self {
+            baseline_requests: 12,
+            max_tokens: 96,
+            temperature: 0.2,
+            baseline_timeout: Duration::from_secs(60),
+            sweep_levels: vec![1, 2, 4, 8, 16],
+            sweep_requests: 80,
+            sweep_timeout: Duration::from_secs(60),
+            prompt_sizes: vec![200, 800, 2000],
+            max_tokens_grid: vec![32, 64, 128, 256],
+            token_repeats: 6,
+            overload_levels: vec![4, 8, 16, 32],
+            overload_requests: 60,
+            overload_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LabParams {
+    /// Smaller counts for a quick pass against a slow server: the same levels and grid with a
+    /// quarter of the requests, and the overload levels up to 16.
+    pub fn quick() -> Self {
+        Self {
+            baseline_requests: 4,
+            sweep_requests: 16,
+            sweep_levels: vec![1, 2, 4, 8, 16],
+            prompt_sizes: vec![200, 2000],
+            max_tokens_grid: vec![32, 128],
+            token_repeats: 2,
+            overload_levels: vec![4, 8, 16, 32],
+            overload_requests: 32,
+            ..Self::default()
+        }
+    }
+
+    /// The request of the baseline, sweep and overload sections, with `timeout`.
+    pub fn base_request(&self, timeout: Duration) -> ChatRequest {
+        ChatRequest::new(BASE_PROMPT, self.max_tokens).temperature(self.temperature).timeout(timeout)
+    }
+}
+
+/// A successful preflight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreflightReport {
+    /// The endpoint that answered.
+    pub url: String,
+    /// The request's latency, in server time.
+    pub latency: Duration,
+    /// The text the model returned.
+    pub sample: String,
+}
+
+impl fmt::Display for PreflightReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Preflight OK: {} answered in {:.3} s, sample {:?}",
+            self.url,
+            self.latency.as_secs_f64(),
+            self.sample
+        )
+    }
+}
+
+/// Sends the lab's check ("Reply with only: OK", 4 tokens, temperature 0, 20 s timeout).
+///
+/// The error says which URL was tried, what failed, and how to start a server or switch to the
+/// built-in simulator.
+pub async fn preflight(client: &Client) -> Result<PreflightReport> {
+    let request = ChatRequest::new("Reply with only: OK", 4).timeout(Duration::from_secs(20));
+    let url = client.target().chat_url();
+    match client.chat_once(&request).await {
+        Ok(reply) => Ok(PreflightReport {
+            url,
+            latency: reply.latency,
+            sample: reply.text,
+        }),
+        Err(failure) => Err(Error::Preflight {
+            url,
+            cause: failure.to_string(),
+        }),
+    }
+}
+
+/// The four measurement sections of the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabResults {
+    /// Sequential requests.
+    pub baseline: LoadRun,
+    /// The concurrency sweep.
+    pub sweep: Sweep,
+    /// The token-budget grid.
+    pub tokens: TokenBudget,
+    /// The overload demonstration.
+    pub overload: Sweep,
+}
+
+/// Runs the baseline, the sweep, the token-budget grid and the overload demonstration in order.
+pub async fn run_lab(client: &Client, params: &LabParams, progress: Progress) -> Result<LabResults> {
+    let baseline = baseline(
+        client,
+        params.baseline_requests,
+        &params.base_request(params.baseline_timeout),
+        progress,
+    )
+    .await?;
+
+    let sweep_run = sweep(
+        client,
+        &params.sweep_levels,
+        params.sweep_requests,
+        &params.base_request(params.sweep_timeout),
+        progress,
+    )
+    .await?;
+
+    let tokens = token_budget(
+        client,
+        &params.prompt_sizes,
+        &params.max_tokens_grid,
+        params.token_repeats,
+        &params.base_request(params.baseline_timeout),
+        progress,
+    )
+    .await?;
+
+    let overload = sweep(
+        client,
+        &params.overload_levels,
+        params.overload_requests,
+        &params.base_request(params.overload_timeout),
+        progress,
+    )
+    .await?;
+
+    Ok(LabResults {
+        baseline,
+        sweep: sweep_run,
+        tokens,
+        overload,
+    })
+}

@@ -1,0 +1,418 @@
+//! Closed-loop load generation: a fixed number of requests with at most `concurrency` in flight.
+//!
+//! A spawner task acquires a semaphore permit per request and spawns a tokio task for it, so
+//! exactly `concurrency` requests are in flight until the tail of the run. Each task sends its
+//! record over a channel to one collector, which counts progress and keeps every row, failures
+//! included.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::client::{Attempt, ChatRequest, Client, ErrorKind, validate_timeout};
+use crate::error::{Result, invalid};
+use crate::progress::{Meter, Progress};
+use crate::stats::LatencyStats;
+
+/// One request's measurement, a row of the per-request frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    /// Sequence number within its run, from 0.
+    pub request_id: u64,
+    /// Maximum requests in flight during the run.
+    pub concurrency: u32,
+    /// When the request became due (its permit was granted), since the run started.
+    pub scheduled: Duration,
+    /// When the request was handed to the HTTP client, since the run started.
+    pub sent: Duration,
+    /// From just before sending to the last byte of the response or the error.
+    pub latency: Duration,
+    /// Time to the first token, for streaming requests.
+    pub ttft: Option<Duration>,
+    /// Why the request failed; `None` when it succeeded.
+    pub error_kind: Option<ErrorKind>,
+    /// The failure's message; `None` when it succeeded.
+    pub error_message: Option<String>,
+    /// HTTP status code, when a response arrived.
+    pub http_status: Option<u16>,
+    /// Prompt tokens the server reported.
+    pub prompt_tokens: Option<u32>,
+    /// Completion tokens the server reported.
+    pub completion_tokens: Option<u32>,
+    /// Characters of generated text received.
+    pub output_chars: usize,
+}
+
+impl RequestRecord {
+    /// Whether the request succeeded.
+    pub fn ok(&self) -> bool {
+        self.error_kind.is_none()
+    }
+
+    fn from_attempt(id: u64, concurrency: u32, scheduled: Duration, sent: Duration, attempt: Attempt) -> Self {
+        let mut record = Self {
+            request_id: id,
+            concurrency,
+            scheduled,
+            sent,
+            latency: Duration::ZERO,
+            ttft: None,
+            error_kind: None,
+            error_message: None,
+            http_status: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            output_chars: 0,
+        };
+        match attempt.result {
+            Ok(reply) => {
+                record.latency = reply.latency;
+                record.http_status = Some(reply.status);
+                record.output_chars = reply.text.chars().count();
+                if let Some(usage) = reply.usage {
+                    record.prompt_tokens = usage.prompt_tokens;
+                    record.completion_tokens = usage.completion_tokens;
+                }
+            }
+            Err(failure) => {
+                record.latency = failure.latency;
+                record.http_status = failure.status;
+                record.error_kind = Some(failure.kind);
+                record.error_message = Some(failure.message);
+            }
+        }
+        record
+    }
+}
+
+/// A closed-loop run to perform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSpec {
+    /// Requests to send in all.
+    pub total_requests: usize,
+    /// Maximum requests in flight.
+    pub concurrency: usize,
+    /// The request sent each time; its timeout applies to each request.
+    pub request: ChatRequest,
+}
+
+impl LoadSpec {
+    fn validate(&self) -> Result<()> {
+        if self.total_requests == 0 {
+            return Err(invalid("total_requests", 0, "expected at least 1 request"));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("concurrency", 0, "expected at least 1 request in flight"));
+        }
+        if u32::try_from(self.concurrency).is_err() {
+            return Err(invalid("concurrency", self.concurrency, "expected at most 4294967295"));
+        }
+        self.request.validate()
+    }
+}
+
+/// The result of one closed-loop run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadRun {
+    /// Maximum requests in flight.
+    pub concurrency: usize,
+    /// Requests sent.
+    pub total_requests: usize,
+    /// Client timeout per request.
+    pub timeout: Duration,
+    /// From the first send to the last completion.
+    pub wall: Duration,
+    /// Every request's row, in completion order.
+    pub records: Vec<RequestRecord>,
+    /// Label of the target that produced the rows.
+    pub target: String,
+}
+
+/// The lab's summary of one run: throughput, error rate and latency percentiles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSummary {
+    /// Maximum requests in flight.
+    pub concurrency: usize,
+    /// Requests sent.
+    pub total_requests: usize,
+    /// Client timeout per request.
+    pub timeout: Duration,
+    /// From the first send to the last completion.
+    pub wall: Duration,
+    /// Finished requests, successful or failed, per second of `wall`, as the original lab counts.
+    pub throughput_rps: f64,
+    /// Failed requests divided by all requests.
+    pub error_rate: f64,
+    /// Latency statistics of the successful requests only.
+    pub latency: LatencyStats,
+    /// Successful requests.
+    pub ok: usize,
+    /// Failed requests.
+    pub err: usize,
+    /// The first failure's kind and message.
+    pub sample_error: Option<String>,
+}
+
+impl LoadRun {
+    /// Latencies of the successful requests.
+    pub fn ok_latencies(&self) -> Vec<Duration> {
+        self.records.iter().filter(|r| r.ok()).map(|r| r.latency).collect()
+    }
+
+    /// Summarizes the run the way the original lab does: percentiles over successful requests,
+    /// and failures counted beside them.
+    pub fn summary(&self) -> LoadSummary {
+        let latencies = self.ok_latencies();
+        let finished = self.records.len();
+        let err = finished - latencies.len();
+        let wall_s = self.wall.as_secs_f64();
+        let sample_error = self
+            .records
+            .iter()
+            .filter(|r| !r.ok())
+            .min_by_key(|r| r.request_id)
+            .map(|r| {
+                let kind = r.error_kind.map_or("error", ErrorKind::as_str);
+                format!("{kind}: {}", r.error_message.as_deref().unwrap_or(""))
+            });
+
+        LoadSummary {
+            concurrency: self.concurrency,
+            total_requests: self.total_requests,
+            timeout: self.timeout,
+            wall: self.wall,
+            throughput_rps: if wall_s > 0.0 { finished as f64 / wall_s } else { f64::NAN },
+            error_rate: if finished > 0 { err as f64 / finished as f64 } else { f64::NAN },
+            latency: LatencyStats::from_latencies(&latencies),
+            ok: latencies.len(),
+            err,
+            sample_error,
+        }
+    }
+}
+
+/// Runs a closed loop: `spec.total_requests` requests with at most `spec.concurrency` in flight.
+///
+/// Failed requests are rows with an error kind; only an invalid spec returns an error.
+pub async fn run_load(client: &Client, spec: &LoadSpec, progress: Progress) -> Result<LoadRun> {
+    let label = format!("c={}", spec.concurrency);
+    run_load_labelled(client, spec, progress, &label).await
+}
+
+pub(crate) async fn run_load_labelled(
+    client: &Client,
+    spec: &LoadSpec,
+    progress: Progress,
+    label: &str,
+) -> Result<LoadRun> {
+    spec.validate()?;
+    let concurrency = spec.concurrency as u32;
+    let total = spec.total_requests;
+    let target = client.target().clone();
+    let (sender, mut receiver) = mpsc::unbounded_channel::<RequestRecord>();
+    let started = Instant::now();
+
+    // The spawner waits for a free permit before each spawn, so the number of tasks alive never
+    // exceeds the concurrency, however many requests the run has.
+    let permits = Arc::new(Semaphore::new(spec.concurrency));
+    let request = Arc::new(spec.request.clone());
+    let spawner_client = client.clone();
+    let spawner = tokio::spawn(async move {
+        for id in 0..total as u64 {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let scheduled = started.elapsed();
+            let client = spawner_client.clone();
+            let request = Arc::clone(&request);
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let attempt = client.attempt(&request).await;
+                drop(permit);
+                let target = client.target();
+                let sent = attempt.sent_at.saturating_duration_since(started);
+                let record = RequestRecord::from_attempt(
+                    id,
+                    concurrency,
+                    target.to_server_time(scheduled),
+                    target.to_server_time(sent),
+                    attempt,
+                );
+                // The collector only goes away when the run itself was dropped.
+                let _ = sender.send(record);
+            });
+        }
+    });
+
+    let mut meter = Meter::new(progress, label.to_owned(), total);
+    let mut records = Vec::with_capacity(total);
+    while let Some(record) = receiver.recv().await {
+        meter.tick(record.ok());
+        records.push(record);
+        if records.len() == total {
+            break;
+        }
+    }
+    let wall = target.to_server_time(started.elapsed());
+    spawner.abort();
+
+    Ok(LoadRun {
+        concurrency: spec.concurrency,
+        total_requests: total,
+        timeout: spec.request.timeout,
+        wall,
+        records,
+        target: target.label(),
+    })
+}
+
+/// Runs [`run_load`] once per concurrency level, in the order given.
+///
+/// A level whose requests all fail still yields its rows, and the next level still runs.
+pub async fn sweep(
+    client: &Client,
+    levels: &[usize],
+    total_requests: usize,
+    request: &ChatRequest,
+    progress: Progress,
+) -> Result<Sweep> {
+    validate_levels(levels)?;
+    validate_timeout(request.timeout)?;
+
+    let mut runs = Vec::with_capacity(levels.len());
+    for &concurrency in levels {
+        let spec = LoadSpec {
+            total_requests,
+            concurrency,
+            request: request.clone(),
+        };
+        runs.push(run_load(client, &spec, progress).await?);
+    }
+    runs.sort_by_key(|run| run.concurrency);
+    Ok(Sweep { runs })
+}
+
+fn validate_levels(levels: &[usize]) -> Result<()> {
+    if levels.is_empty() {
+        return Err(invalid("concurrency levels", "[]", "expected at least one level, for example 1,2,4,8,16"));
+    }
+    if let Some(zero) = levels.iter().find(|&&c| c == 0) {
+        return Err(invalid("concurrency level", zero, "every level must be at least 1"));
+    }
+    Ok(())
+}
+
+/// Runs at several concurrency levels, sorted by concurrency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    /// One run per level.
+    pub runs: Vec<LoadRun>,
+}
+
+impl Sweep {
+    /// The lab's summary of each run, sorted by concurrency.
+    pub fn summaries(&self) -> Vec<LoadSummary> {
+        self.runs.iter().map(LoadRun::summary).collect()
+    }
+}
+
+/// Sends `n` identical requests one after another to estimate the noise floor.
+pub async fn baseline(client: &Client, n: usize, request: &ChatRequest, progress: Progress) -> Result<LoadRun> {
+    let spec = LoadSpec {
+        total_requests: n,
+        concurrency: 1,
+        request: request.clone(),
+    };
+    run_load_labelled(client, &spec, progress, "baseline").await
+}
+
+/// Builds a prompt of `chars` characters of filler text after a short instruction, for
+/// measuring how input size changes latency.
+pub fn make_prompt(chars: usize) -> String {
+    const INSTRUCTION: &str = "Give a one-sentence summary of the text below.\n\n";
+    const FILLER: &str = "the quick brown fox jumps over the lazy dog ";
+
+    let filler: String = FILLER.chars().cycle().take(chars).collect();
+    format!("{INSTRUCTION}{filler}")
+}
+
+/// One cell of the token-budget grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCell {
+    /// Characters in the prompt sent, instruction included.
+    pub prompt_chars: usize,
+    /// `max_tokens` sent.
+    pub max_tokens: u32,
+    /// The cell's sequential run.
+    pub run: LoadRun,
+}
+
+/// The token-budget grid: every prompt size with every `max_tokens`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBudget {
+    /// Cells in the order measured: prompt sizes outer, `max_tokens` inner.
+    pub cells: Vec<TokenCell>,
+}
+
+/// Measures `repeats` sequential requests for every combination of prompt size (in filler
+/// characters, see [`make_prompt`]) and `max_tokens`.
+pub async fn token_budget(
+    client: &Client,
+    prompt_sizes: &[usize],
+    max_tokens: &[u32],
+    repeats: usize,
+    template: &ChatRequest,
+    progress: Progress,
+) -> Result<TokenBudget> {
+    if prompt_sizes.is_empty() || max_tokens.is_empty() {
+        return Err(invalid(
+            "token-budget grid",
+            format!("{} prompt sizes x {} max_tokens", prompt_sizes.len(), max_tokens.len()),
+            "expected at least one prompt size and one max_tokens value",
+        ));
+    }
+
+    let mut cells = Vec::with_capacity(prompt_sizes.len() * max_tokens.len());
+    for &size in prompt_sizes {
+        let prompt = make_prompt(size);
+        for &tokens in max_tokens {
+            let spec = LoadSpec {
+                total_requests: repeats,
+                concurrency: 1,
+                request: ChatRequest {
+                    prompt: prompt.clone(),
+                    max_tokens: tokens,
+                    ..template.clone()
+                },
+            };
+            let label = format!("prompt {size} chars, max_tokens {tokens}");
+            let run = run_load_labelled(client, &spec, progress, &label).await?;
+            cells.push(TokenCell {
+                prompt_chars: prompt.chars().count(),
+                max_tokens: tokens,
+                run,
+            });
+        }
+    }
+    Ok(TokenBudget { cells })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_has_requested_filler_length() {
+        let short = make_prompt(0);
+        let long = make_prompt(2000);
+        assert_eq!(long.chars().count() - short.chars().count(), 2000);
+    }
+
+    #[test]
+    fn levels_must_be_positive_and_present() {
+        assert!(validate_levels(&[]).unwrap_err().to_string().contains("1,2,4,8,16"));
+        assert!(validate_levels(&[1, 0]).is_err());
+        assert!(validate_levels(&[1, 2]).is_ok());
+    }
+}
