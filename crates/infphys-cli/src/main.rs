@@ -1,1 +1,58 @@
-fn main() {}
+//! The `infphys` command: runs the inference-physics lab, or one of its sections, against an
+//! OpenAI-compatible server or the built-in simulator, and serves the simulator.
+//!
+//! This file only parses arguments, calls the library and maps errors to exit codes.
+
+mod args;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+
+    // Wide tables print whole; set before any thread starts, so no other thread reads the
+    // environment while it changes.
+    // SAFETY: the process is still single-threaded here.
+    unsafe {
+        std::env::set_var("POLARS_FMT_MAX_COLS", "-1");
+        std::env::set_var("POLARS_FMT_MAX_ROWS", "40");
+        std::env::set_var("POLARS_FMT_STR_LEN", "48");
+        std::env::set_var("POLARS_FMT_TABLE_ROUNDED_CORNERS", "1");
+    }
+    init_tracing(&cli);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &args::Cli) {
+    let default = if matches!(cli.command, args::Command::Sim(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -56,8 +56,16 @@ pub fn chat_once(client: &Client, request: &ChatRequest) -> Result<ChatReply, Re
 }
 
 /// Sends one chat completion with the lab's arguments and returns the text and the latency.
-pub fn chat(client: &Client, prompt: &str, max_tokens: u32, temperature: f64, timeout: Duration) -> Result<ChatReply, RequestFailure> {
-    let request = ChatRequest::new(prompt, max_tokens).temperature(temperature).timeout(timeout);
+pub fn chat(
+    client: &Client,
+    prompt: &str,
+    max_tokens: u32,
+    temperature: f64,
+    timeout: Duration,
+) -> Result<ChatReply, RequestFailure> {
+    let request = ChatRequest::new(prompt, max_tokens)
+        .temperature(temperature)
+        .timeout(timeout);
     chat_once(client, &request)
 }
 
@@ -72,12 +80,29 @@ pub fn run_load(client: &Client, spec: &LoadSpec, progress: Progress) -> Result<
 }
 
 /// Runs a closed loop per concurrency level; see [`crate::sweep`].
-pub fn sweep(client: &Client, levels: &[usize], total_requests: usize, request: &ChatRequest, progress: Progress) -> Result<Sweep> {
-    block_on(crate::load::sweep(client, levels, total_requests, request, progress))
+pub fn sweep(
+    client: &Client,
+    levels: &[usize],
+    total_requests: usize,
+    request: &ChatRequest,
+    progress: Progress,
+) -> Result<Sweep> {
+    block_on(crate::load::sweep(
+        client,
+        levels,
+        total_requests,
+        request,
+        progress,
+    ))
 }
 
 /// Sends sequential requests; see [`crate::baseline`].
-pub fn baseline(client: &Client, n: usize, request: &ChatRequest, progress: Progress) -> Result<LoadRun> {
+pub fn baseline(
+    client: &Client,
+    n: usize,
+    request: &ChatRequest,
+    progress: Progress,
+) -> Result<LoadRun> {
     block_on(crate::load::baseline(client, n, request, progress))
 }
 
@@ -90,7 +115,14 @@ pub fn token_budget(
     template: &ChatRequest,
     progress: Progress,
 ) -> Result<TokenBudget> {
-    block_on(crate::load::token_budget(client, prompt_sizes, max_tokens, repeats, template, progress))
+    block_on(crate::load::token_budget(
+        client,
+        prompt_sizes,
+        max_tokens,
+        repeats,
+        template,
+        progress,
+    ))
 }
 
 /// Runs all four measurement sections; see [`crate::run_lab`].

@@ -29,7 +29,11 @@ fn plot(traces: Vec<Box<dyn plotly::Trace>>, layout: Layout) -> Plot {
 /// Keeps the x and y pairs where y is a number, so missing statistics leave gaps in lines
 /// instead of NaN values that plotly cannot serialize.
 fn finite_pairs(x: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    x.iter().zip(y).filter(|(_, y)| y.is_finite()).map(|(x, y)| (*x, *y)).unzip()
+    x.iter()
+        .zip(y)
+        .filter(|(_, y)| y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .unzip()
 }
 
 /// Histogram of the successful requests' latencies in a per-request frame, in 12 bins.
@@ -38,7 +42,9 @@ pub fn latency_histogram(requests: &DataFrame, title: &str) -> PolarsResult<Plot
     let trace = Histogram::new(latencies).name("latency_s").n_bins_x(12);
     Ok(plot(
         vec![trace],
-        layout(title).x_axis(Axis::new().title("seconds")).y_axis(Axis::new().title("requests")),
+        layout(title)
+            .x_axis(Axis::new().title("seconds"))
+            .y_axis(Axis::new().title("requests")),
     ))
 }
 
@@ -46,7 +52,10 @@ pub fn latency_histogram(requests: &DataFrame, title: &str) -> PolarsResult<Plot
 pub fn latency_box(requests: &DataFrame, title: &str) -> PolarsResult<Plot> {
     let latencies = ok_latencies(requests)?;
     let trace = BoxPlot::new(latencies).name("latency_s");
-    Ok(plot(vec![trace], layout(title).y_axis(Axis::new().title("seconds"))))
+    Ok(plot(
+        vec![trace],
+        layout(title).y_axis(Axis::new().title("seconds")),
+    ))
 }
 
 fn ok_latencies(requests: &DataFrame) -> PolarsResult<Vec<f64>> {
@@ -78,8 +87,13 @@ pub fn latency_vs_concurrency(summary: &DataFrame) -> PolarsResult<Plot> {
 
 /// Throughput against concurrency, from a load summary frame.
 pub fn throughput_vs_concurrency(summary: &DataFrame) -> PolarsResult<Plot> {
-    let (xs, ys) = finite_pairs(&column_f64(summary, CONCURRENCY)?, &column_f64(summary, THROUGHPUT_RPS)?);
-    let trace = Scatter::new(xs, ys).name(THROUGHPUT_RPS).mode(Mode::LinesMarkers);
+    let (xs, ys) = finite_pairs(
+        &column_f64(summary, CONCURRENCY)?,
+        &column_f64(summary, THROUGHPUT_RPS)?,
+    );
+    let trace = Scatter::new(xs, ys)
+        .name(THROUGHPUT_RPS)
+        .mode(Mode::LinesMarkers);
     Ok(plot(
         vec![trace],
         layout("Throughput vs concurrency")
@@ -91,13 +105,20 @@ pub fn throughput_vs_concurrency(summary: &DataFrame) -> PolarsResult<Plot> {
 /// The upper end of the error-rate axis: at least 0.05, else 1.2 times the largest rate, so a
 /// run without errors still shows a readable empty axis.
 pub fn error_rate_axis_max(rates: &[f64]) -> f64 {
-    let largest = rates.iter().copied().filter(|r| r.is_finite()).fold(0.0, f64::max);
+    let largest = rates
+        .iter()
+        .copied()
+        .filter(|r| r.is_finite())
+        .fold(0.0, f64::max);
     f64::max(0.05, largest * 1.2)
 }
 
 /// Error rate per concurrency level as bars, from a load summary frame.
 pub fn error_rate_bars(summary: &DataFrame) -> PolarsResult<Plot> {
-    let (xs, rates) = finite_pairs(&column_f64(summary, CONCURRENCY)?, &column_f64(summary, ERROR_RATE)?);
+    let (xs, rates) = finite_pairs(
+        &column_f64(summary, CONCURRENCY)?,
+        &column_f64(summary, ERROR_RATE)?,
+    );
     let top = error_rate_axis_max(&rates);
     let trace = Bar::new(xs, rates).name(ERROR_RATE);
     Ok(plot(
@@ -124,7 +145,11 @@ pub fn p95_vs_max_tokens(budget: &DataFrame) -> PolarsResult<Plot> {
         let x: Vec<f64> = rows.iter().map(|&i| tokens[i]).collect();
         let y: Vec<f64> = rows.iter().map(|&i| p95[i]).collect();
         let (xs, ys) = finite_pairs(&x, &y);
-        traces.push(Scatter::new(xs, ys).name(format!("{size} chars")).mode(Mode::LinesMarkers));
+        traces.push(
+            Scatter::new(xs, ys)
+                .name(format!("{size} chars"))
+                .mode(Mode::LinesMarkers),
+        );
     }
     Ok(plot(
         traces,
@@ -155,7 +180,9 @@ pub fn p95_heatmap(budget: &DataFrame) -> PolarsResult<Plot> {
                 .iter()
                 .map(|&max_tokens| {
                     let cell: Vec<f64> = (0..p95.len())
-                        .filter(|&i| sizes[i] == size && tokens[i] == max_tokens && p95[i].is_finite())
+                        .filter(|&i| {
+                            sizes[i] == size && tokens[i] == max_tokens && p95[i].is_finite()
+                        })
                         .map(|i| p95[i])
                         .collect();
                     (!cell.is_empty()).then(|| cell.iter().sum::<f64>() / cell.len() as f64)
@@ -170,8 +197,16 @@ pub fn p95_heatmap(budget: &DataFrame) -> PolarsResult<Plot> {
     Ok(plot(
         vec![trace],
         layout("Heatmap: p95 latency (seconds)")
-            .x_axis(Axis::new().title("max_tokens").type_(plotly::layout::AxisType::Category))
-            .y_axis(Axis::new().title("prompt_chars").type_(plotly::layout::AxisType::Category)),
+            .x_axis(
+                Axis::new()
+                    .title("max_tokens")
+                    .type_(plotly::layout::AxisType::Category),
+            )
+            .y_axis(
+                Axis::new()
+                    .title("prompt_chars")
+                    .type_(plotly::layout::AxisType::Category),
+            ),
     ))
 }
 
@@ -184,8 +219,13 @@ pub fn overload_chart(summary: &DataFrame, timeout_s: f64) -> PolarsResult<Plot>
     let top = error_rate_axis_max(&rates).max(1.0);
 
     let traces: Vec<Box<dyn plotly::Trace>> = vec![
-        Scatter::new(p95_x, p95).name(P95_S).mode(Mode::LinesMarkers),
-        Scatter::new(rate_x, rates).name(ERROR_RATE).mode(Mode::LinesMarkers).y_axis("y2"),
+        Scatter::new(p95_x, p95)
+            .name(P95_S)
+            .mode(Mode::LinesMarkers),
+        Scatter::new(rate_x, rates)
+            .name(ERROR_RATE)
+            .mode(Mode::LinesMarkers)
+            .y_axis("y2"),
     ];
     Ok(plot(
         traces,

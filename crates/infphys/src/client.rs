@@ -113,7 +113,11 @@ impl ChatRequest {
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.max_tokens == 0 {
-            return Err(crate::error::invalid("max_tokens", 0, "expected at least 1"));
+            return Err(crate::error::invalid(
+                "max_tokens",
+                0,
+                "expected at least 1",
+            ));
         }
         validate_timeout(self.timeout)
     }
@@ -242,7 +246,9 @@ struct TransportFailure {
     status: Option<u16>,
 }
 
-async fn send_and_read(builder: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), TransportFailure> {
+async fn send_and_read(
+    builder: reqwest::RequestBuilder,
+) -> Result<(u16, Vec<u8>), TransportFailure> {
     let mut response = builder.send().await.map_err(|e| TransportFailure {
         kind: classify(&e),
         message: describe_reqwest_error(&e),
@@ -267,7 +273,10 @@ async fn send_and_read(builder: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>
             Err(e) => {
                 return Err(TransportFailure {
                     kind: classify(&e),
-                    message: format!("failed to read the response body: {}", describe_reqwest_error(&e)),
+                    message: format!(
+                        "failed to read the response body: {}",
+                        describe_reqwest_error(&e)
+                    ),
                     status: Some(status),
                 });
             }
@@ -312,7 +321,12 @@ pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
     message
 }
 
-fn parse_reply(status: u16, body: &[u8], latency: Duration, url: &str) -> Result<ChatReply, RequestFailure> {
+fn parse_reply(
+    status: u16,
+    body: &[u8],
+    latency: Duration,
+    url: &str,
+) -> Result<ChatReply, RequestFailure> {
     let fail = |kind, message: String| RequestFailure {
         kind,
         message: format!("{message} ({url})"),
@@ -321,13 +335,27 @@ fn parse_reply(status: u16, body: &[u8], latency: Duration, url: &str) -> Result
     };
 
     if !(200..300).contains(&status) {
-        return Err(fail(ErrorKind::HttpStatus, format!("HTTP {status}: {}", error_excerpt(body))));
+        return Err(fail(
+            ErrorKind::HttpStatus,
+            format!("HTTP {status}: {}", error_excerpt(body)),
+        ));
     }
 
-    let json: Value = serde_json::from_slice(body)
-        .map_err(|e| fail(ErrorKind::Decode, format!("invalid JSON in the response ({e}): {}", excerpt(body))))?;
-    let Some(choice) = json.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
-        return Err(fail(ErrorKind::Decode, format!("the response has no choices: {}", excerpt(body))));
+    let json: Value = serde_json::from_slice(body).map_err(|e| {
+        fail(
+            ErrorKind::Decode,
+            format!("invalid JSON in the response ({e}): {}", excerpt(body)),
+        )
+    })?;
+    let Some(choice) = json
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+    else {
+        return Err(fail(
+            ErrorKind::Decode,
+            format!("the response has no choices: {}", excerpt(body)),
+        ));
     };
 
     let content = choice
@@ -339,14 +367,28 @@ fn parse_reply(status: u16, body: &[u8], latency: Duration, url: &str) -> Result
     let text = content.trim().to_owned();
 
     let usage = json.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-        prompt_tokens: u.get("prompt_tokens").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
-        completion_tokens: u.get("completion_tokens").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+        prompt_tokens: u
+            .get("prompt_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok()),
+        completion_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok()),
     });
 
     if text.is_empty() {
-        return Err(fail(ErrorKind::Empty, "the response carried no generated text".to_owned()));
+        return Err(fail(
+            ErrorKind::Empty,
+            "the response carried no generated text".to_owned(),
+        ));
     }
-    Ok(ChatReply { text, latency, status, usage })
+    Ok(ChatReply {
+        text,
+        latency,
+        status,
+        usage,
+    })
 }
 
 /// The server's error message when the body is an OpenAI-style error, else the start of the body.
@@ -355,7 +397,11 @@ fn error_excerpt(body: &[u8]) -> String {
         .ok()
         .and_then(|json| {
             let error = json.get("error")?;
-            error.get("message").and_then(Value::as_str).map(str::to_owned).or_else(|| error.as_str().map(str::to_owned))
+            error
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| error.as_str().map(str::to_owned))
         })
         .map(|message| excerpt(message.as_bytes()))
         .unwrap_or_else(|| excerpt(body))
@@ -394,22 +440,40 @@ mod tests {
         .unwrap();
         assert_eq!(reply.text, "OK");
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.usage, Some(Usage { prompt_tokens: Some(20), completion_tokens: Some(2) }));
+        assert_eq!(
+            reply.usage,
+            Some(Usage {
+                prompt_tokens: Some(20),
+                completion_tokens: Some(2)
+            })
+        );
     }
 
     #[test]
     fn reply_falls_back_to_choice_text() {
-        let reply = parse(200, r#"{"choices":[{"message":{"content":null},"text":"legacy"}]}"#).unwrap();
+        let reply = parse(
+            200,
+            r#"{"choices":[{"message":{"content":null},"text":"legacy"}]}"#,
+        )
+        .unwrap();
         assert_eq!(reply.text, "legacy");
         assert_eq!(reply.usage, None);
     }
 
     #[test]
     fn non_2xx_is_http_status_with_server_message() {
-        let failure = parse(503, r#"{"error":{"message":"queue full","type":"server_error"}}"#).unwrap_err();
+        let failure = parse(
+            503,
+            r#"{"error":{"message":"queue full","type":"server_error"}}"#,
+        )
+        .unwrap_err();
         assert_eq!(failure.kind, ErrorKind::HttpStatus);
         assert_eq!(failure.status, Some(503));
-        assert!(failure.message.contains("HTTP 503: queue full"), "{}", failure.message);
+        assert!(
+            failure.message.contains("HTTP 503: queue full"),
+            "{}",
+            failure.message
+        );
         assert!(failure.message.contains(URL), "{}", failure.message);
     }
 
@@ -422,12 +486,20 @@ mod tests {
 
     #[test]
     fn missing_choices_is_decode_error() {
-        assert_eq!(parse(200, r#"{"id":"x"}"#).unwrap_err().kind, ErrorKind::Decode);
+        assert_eq!(
+            parse(200, r#"{"id":"x"}"#).unwrap_err().kind,
+            ErrorKind::Decode
+        );
     }
 
     #[test]
     fn blank_content_is_empty_error() {
-        assert_eq!(parse(200, r#"{"choices":[{"message":{"content":"  "}}]}"#).unwrap_err().kind, ErrorKind::Empty);
+        assert_eq!(
+            parse(200, r#"{"choices":[{"message":{"content":"  "}}]}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Empty
+        );
     }
 
     #[test]

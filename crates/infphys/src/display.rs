@@ -31,7 +31,10 @@ pub fn frame_to_html(df: &DataFrame) -> String {
     for row in 0..df.height() {
         html.push_str("<tr>");
         for column in df.columns() {
-            let cell = column.get(row).map(|v| format_value(&v)).unwrap_or_default();
+            let cell = column
+                .get(row)
+                .map(|v| format_value(&v))
+                .unwrap_or_default();
             html.push_str(&format!("<td>{}</td>", escape_html(&cell)));
         }
         html.push_str("</tr>\n");
@@ -69,7 +72,9 @@ pub fn plotly_js() -> &'static str {
         // only plotly.js is needed.
         let sources = Plot::offline_js_sources();
         let start = sources.find('>').map_or(0, |i| i + 1);
-        let end = sources[start..].find("</script>").map_or(sources.len(), |i| start + i);
+        let end = sources[start..]
+            .find("</script>")
+            .map_or(sources.len(), |i| start + i);
         sources[start..end].to_owned()
     })
 }
@@ -95,10 +100,17 @@ mod tests {
 
     #[test]
     fn table_has_header_and_escaped_cells() {
-        let df = df!("name" => ["<b>"], "p95_s" => [Some(1.23456)], "err" => [None::<f64>]).unwrap();
+        let df =
+            df!("name" => ["<b>"], "p95_s" => [Some(1.23456)], "err" => [None::<f64>]).unwrap();
         let html = frame_to_html(&df);
-        assert!(html.contains("<th>name</th><th>p95_s</th><th>err</th>"), "{html}");
-        assert!(html.contains("<td>&lt;b&gt;</td><td>1.2346</td><td></td>"), "{html}");
+        assert!(
+            html.contains("<th>name</th><th>p95_s</th><th>err</th>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>&lt;b&gt;</td><td>1.2346</td><td></td>"),
+            "{html}"
+        );
     }
 
     #[test]
@@ -107,11 +119,19 @@ mod tests {
         assert!(js.contains("plotly.js v"), "not plotly.js");
         assert!(!js.contains("</script>"));
         let all = Plot::offline_js_sources();
-        assert!(js.len() + 500_000 < all.len(), "MathJax was included: {} of {} bytes", js.len(), all.len());
+        assert!(
+            js.len() + 500_000 < all.len(),
+            "MathJax was included: {} of {} bytes",
+            js.len(),
+            all.len()
+        );
     }
 
     #[test]
     fn chart_json_cannot_close_the_script() {
-        assert_eq!(script_safe_json(r#"{"t":"</script>"}"#), r#"{"t":"<\/script>"}"#);
+        assert_eq!(
+            script_safe_json(r#"{"t":"</script>"}"#),
+            r#"{"t":"<\/script>"}"#
+        );
     }
 }

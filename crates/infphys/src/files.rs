@@ -19,7 +19,9 @@ fn create(path: &Path) -> Result<File> {
 pub fn write_csv(df: &DataFrame, path: &Path) -> Result<()> {
     let mut file = create(path)?;
     let mut df = df.clone();
-    CsvWriter::new(&mut file).include_header(true).finish(&mut df)?;
+    CsvWriter::new(&mut file)
+        .include_header(true)
+        .finish(&mut df)?;
     Ok(())
 }
 

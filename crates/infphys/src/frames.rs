@@ -20,30 +20,64 @@ fn frame(columns: Vec<Column>) -> PolarsResult<DataFrame> {
 /// Builds the per-request frame of `records`, labelled with `target`.
 pub fn requests_frame(records: &[RequestRecord], target: &str) -> PolarsResult<DataFrame> {
     let column = |name: &str, values: Series| -> Column { values.with_name(name.into()).into() };
-    let series_f64 = |f: &dyn Fn(&RequestRecord) -> f64| Series::new("".into(), records.iter().map(f).collect::<Vec<_>>());
-    let series_opt_f64 =
-        |f: &dyn Fn(&RequestRecord) -> Option<f64>| Series::new("".into(), records.iter().map(f).collect::<Vec<_>>());
-    let series_opt_u32 =
-        |f: &dyn Fn(&RequestRecord) -> Option<u32>| Series::new("".into(), records.iter().map(f).collect::<Vec<_>>());
+    let series_f64 = |f: &dyn Fn(&RequestRecord) -> f64| {
+        Series::new("".into(), records.iter().map(f).collect::<Vec<_>>())
+    };
+    let series_opt_f64 = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
+        Series::new("".into(), records.iter().map(f).collect::<Vec<_>>())
+    };
+    let series_opt_u32 = |f: &dyn Fn(&RequestRecord) -> Option<u32>| {
+        Series::new("".into(), records.iter().map(f).collect::<Vec<_>>())
+    };
     let series_opt_str = |f: &dyn Fn(&RequestRecord) -> Option<String>| {
         Series::new("".into(), records.iter().map(f).collect::<Vec<_>>())
     };
 
     frame(vec![
-        column(REQUEST_ID, Series::new("".into(), records.iter().map(|r| r.request_id).collect::<Vec<u64>>())),
-        column(CONCURRENCY, Series::new("".into(), records.iter().map(|r| r.concurrency).collect::<Vec<u32>>())),
+        column(
+            REQUEST_ID,
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.request_id).collect::<Vec<u64>>(),
+            ),
+        ),
+        column(
+            CONCURRENCY,
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.concurrency).collect::<Vec<u32>>(),
+            ),
+        ),
         column(SCHEDULED_S, series_f64(&|r| r.scheduled.as_secs_f64())),
         column(SENT_S, series_f64(&|r| r.sent.as_secs_f64())),
         column(LATENCY_S, series_f64(&|r| r.latency.as_secs_f64())),
         column(TTFT_S, series_opt_f64(&|r| seconds(r.ttft))),
-        column(OK, Series::new("".into(), records.iter().map(RequestRecord::ok).collect::<Vec<bool>>())),
-        column(ERROR_KIND, series_opt_str(&|r| r.error_kind.map(|k| k.as_str().to_owned()))),
-        column(HTTP_STATUS, series_opt_u32(&|r| r.http_status.map(u32::from))),
+        column(
+            OK,
+            Series::new(
+                "".into(),
+                records.iter().map(RequestRecord::ok).collect::<Vec<bool>>(),
+            ),
+        ),
+        column(
+            ERROR_KIND,
+            series_opt_str(&|r| r.error_kind.map(|k| k.as_str().to_owned())),
+        ),
+        column(
+            HTTP_STATUS,
+            series_opt_u32(&|r| r.http_status.map(u32::from)),
+        ),
         column(PROMPT_TOKENS, series_opt_u32(&|r| r.prompt_tokens)),
         column(COMPLETION_TOKENS, series_opt_u32(&|r| r.completion_tokens)),
         column(
             OUTPUT_CHARS,
-            Series::new("".into(), records.iter().map(|r| r.output_chars as u64).collect::<Vec<u64>>()),
+            Series::new(
+                "".into(),
+                records
+                    .iter()
+                    .map(|r| r.output_chars as u64)
+                    .collect::<Vec<u64>>(),
+            ),
         ),
         column(TARGET, Series::new("".into(), vec![target; records.len()])),
         column(ERROR_MESSAGE, series_opt_str(&|r| r.error_message.clone())),
@@ -71,40 +105,120 @@ pub fn latency_summary_frame(run: &LoadRun) -> PolarsResult<DataFrame> {
 pub fn load_summary_frame(summaries: &[LoadSummary], target: &str) -> PolarsResult<DataFrame> {
     let get = |f: &dyn Fn(&LoadSummary) -> Option<f64>| summaries.iter().map(f).collect::<Vec<_>>();
     frame(vec![
-        Column::new(CONCURRENCY.into(), summaries.iter().map(|s| s.concurrency as u32).collect::<Vec<_>>()),
-        Column::new(TOTAL_REQUESTS.into(), summaries.iter().map(|s| s.total_requests as u64).collect::<Vec<_>>()),
-        Column::new(TIMEOUT_S.into(), summaries.iter().map(|s| s.timeout.as_secs_f64()).collect::<Vec<_>>()),
-        Column::new(WALL_S.into(), summaries.iter().map(|s| s.wall.as_secs_f64()).collect::<Vec<_>>()),
-        Column::new(THROUGHPUT_RPS.into(), summaries.iter().map(|s| s.throughput_rps).collect::<Vec<_>>()),
-        Column::new(ERROR_RATE.into(), summaries.iter().map(|s| s.error_rate).collect::<Vec<_>>()),
+        Column::new(
+            CONCURRENCY.into(),
+            summaries
+                .iter()
+                .map(|s| s.concurrency as u32)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            TOTAL_REQUESTS.into(),
+            summaries
+                .iter()
+                .map(|s| s.total_requests as u64)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            TIMEOUT_S.into(),
+            summaries
+                .iter()
+                .map(|s| s.timeout.as_secs_f64())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            WALL_S.into(),
+            summaries
+                .iter()
+                .map(|s| s.wall.as_secs_f64())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            THROUGHPUT_RPS.into(),
+            summaries
+                .iter()
+                .map(|s| s.throughput_rps)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            ERROR_RATE.into(),
+            summaries.iter().map(|s| s.error_rate).collect::<Vec<_>>(),
+        ),
         Column::new(P50_S.into(), get(&|s| seconds(s.latency.p50))),
         Column::new(P95_S.into(), get(&|s| seconds(s.latency.p95))),
         Column::new(P99_S.into(), get(&|s| seconds(s.latency.p99))),
         Column::new(MEAN_S.into(), get(&|s| seconds(s.latency.mean))),
-        Column::new(OK.into(), summaries.iter().map(|s| s.ok as u64).collect::<Vec<_>>()),
-        Column::new(ERR.into(), summaries.iter().map(|s| s.err as u64).collect::<Vec<_>>()),
-        Column::new(SAMPLE_ERROR.into(), summaries.iter().map(|s| s.sample_error.clone()).collect::<Vec<_>>()),
+        Column::new(
+            OK.into(),
+            summaries.iter().map(|s| s.ok as u64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            ERR.into(),
+            summaries.iter().map(|s| s.err as u64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            SAMPLE_ERROR.into(),
+            summaries
+                .iter()
+                .map(|s| s.sample_error.clone())
+                .collect::<Vec<_>>(),
+        ),
         Column::new(TARGET.into(), vec![target; summaries.len()]),
     ])
 }
 
 /// Builds the token-budget frame: one row per cell, with p50 and p95 of the successful requests.
 pub fn token_budget_frame(budget: &TokenBudget) -> PolarsResult<DataFrame> {
-    let stats: Vec<LatencyStats> =
-        budget.cells.iter().map(|c| LatencyStats::from_latencies(&c.run.ok_latencies())).collect();
+    let stats: Vec<LatencyStats> = budget
+        .cells
+        .iter()
+        .map(|c| LatencyStats::from_latencies(&c.run.ok_latencies()))
+        .collect();
     frame(vec![
-        Column::new(PROMPT_CHARS.into(), budget.cells.iter().map(|c| c.prompt_chars as u64).collect::<Vec<_>>()),
-        Column::new(MAX_TOKENS.into(), budget.cells.iter().map(|c| c.max_tokens).collect::<Vec<_>>()),
-        Column::new(P95_S.into(), stats.iter().map(|s| seconds(s.p95)).collect::<Vec<_>>()),
-        Column::new(P50_S.into(), stats.iter().map(|s| seconds(s.p50)).collect::<Vec<_>>()),
-        Column::new(OK.into(), stats.iter().map(|s| s.n as u64).collect::<Vec<_>>()),
+        Column::new(
+            PROMPT_CHARS.into(),
+            budget
+                .cells
+                .iter()
+                .map(|c| c.prompt_chars as u64)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            MAX_TOKENS.into(),
+            budget
+                .cells
+                .iter()
+                .map(|c| c.max_tokens)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            P95_S.into(),
+            stats.iter().map(|s| seconds(s.p95)).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            P50_S.into(),
+            stats.iter().map(|s| seconds(s.p50)).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            OK.into(),
+            stats.iter().map(|s| s.n as u64).collect::<Vec<_>>(),
+        ),
         Column::new(
             ERR.into(),
-            budget.cells.iter().zip(&stats).map(|(c, s)| (c.run.records.len() - s.n) as u64).collect::<Vec<_>>(),
+            budget
+                .cells
+                .iter()
+                .zip(&stats)
+                .map(|(c, s)| (c.run.records.len() - s.n) as u64)
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             TARGET.into(),
-            budget.cells.iter().map(|c| c.run.target.clone()).collect::<Vec<_>>(),
+            budget
+                .cells
+                .iter()
+                .map(|c| c.run.target.clone())
+                .collect::<Vec<_>>(),
         ),
     ])
 }
@@ -151,8 +265,27 @@ impl TokenBudget {
     }
 }
 
+impl crate::lab::LabResults {
+    /// Every request of all four sections, with a [`SECTION`] column first.
+    pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
+        let sections = [
+            ("baseline", self.baseline.requests_frame()?),
+            ("sweep", self.sweep.requests_frame()?),
+            ("tokens", self.tokens.requests_frame()?),
+            ("overload", self.overload.requests_frame()?),
+        ];
+        concat_frames(sections.into_iter().map(|(name, mut df)| {
+            let labels = Column::new(SECTION.into(), vec![name; df.height()]);
+            df.insert_column(0, labels)?;
+            Ok(df)
+        }))
+    }
+}
+
 /// Stacks frames with the same columns; an empty input gives an empty per-request frame.
-pub fn concat_frames(frames: impl IntoIterator<Item = PolarsResult<DataFrame>>) -> PolarsResult<DataFrame> {
+pub fn concat_frames(
+    frames: impl IntoIterator<Item = PolarsResult<DataFrame>>,
+) -> PolarsResult<DataFrame> {
     let mut stacked: Option<DataFrame> = None;
     for frame in frames {
         let frame = frame?;
@@ -172,5 +305,9 @@ pub fn concat_frames(frames: impl IntoIterator<Item = PolarsResult<DataFrame>>) 
 /// Reads an `f64` column, with nulls as NaN; integer columns are converted.
 pub fn column_f64(df: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
     let column = df.column(name)?.cast(&DataType::Float64)?;
-    Ok(column.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    Ok(column
+        .f64()?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
 }

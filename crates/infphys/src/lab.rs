@@ -9,7 +9,8 @@ use crate::load::{LoadRun, Sweep, TokenBudget, baseline, sweep, token_budget};
 use crate::progress::Progress;
 
 /// The prompt of the baseline, the sweep and the overload sections.
-pub const BASE_PROMPT: &str = "Explain in one short paragraph how batching changes an inference server's throughput.";
+pub const BASE_PROMPT: &str =
+    "Explain in one short paragraph how batching changes an inference server's throughput.";
 
 /// Everything the lab measures with, at the original lab's values by default.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +82,9 @@ impl LabParams {
 
     /// The request of the baseline, sweep and overload sections, with `timeout`.
     pub fn base_request(&self, timeout: Duration) -> ChatRequest {
-        ChatRequest::new(BASE_PROMPT, self.max_tokens).temperature(self.temperature).timeout(timeout)
+        ChatRequest::new(BASE_PROMPT, self.max_tokens)
+            .temperature(self.temperature)
+            .timeout(timeout)
     }
 }
 
@@ -142,7 +145,11 @@ pub struct LabResults {
 }
 
 /// Runs the baseline, the sweep, the token-budget grid and the overload demonstration in order.
-pub async fn run_lab(client: &Client, params: &LabParams, progress: Progress) -> Result<LabResults> {
+pub async fn run_lab(
+    client: &Client,
+    params: &LabParams,
+    progress: Progress,
+) -> Result<LabResults> {
     let baseline = baseline(
         client,
         params.baseline_requests,

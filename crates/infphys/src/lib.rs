@@ -48,7 +48,10 @@ pub mod target;
 pub use client::{ChatReply, ChatRequest, Client, ErrorKind, RequestFailure, Usage};
 pub use error::{Error, Result};
 pub use lab::{LabParams, LabResults, PreflightReport, preflight, run_lab};
-pub use load::{LoadRun, LoadSpec, LoadSummary, RequestRecord, Sweep, TokenBudget, baseline, make_prompt, run_load, sweep, token_budget};
+pub use load::{
+    LoadRun, LoadSpec, LoadSummary, RequestRecord, Sweep, TokenBudget, baseline, make_prompt,
+    run_load, sweep, token_budget,
+};
 pub use progress::Progress;
 pub use target::{ApiKey, Target, TargetKind, TargetSpec, resolve};
 

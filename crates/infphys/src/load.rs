@@ -50,7 +50,13 @@ impl RequestRecord {
         self.error_kind.is_none()
     }
 
-    fn from_attempt(id: u64, concurrency: u32, scheduled: Duration, sent: Duration, attempt: Attempt) -> Self {
+    fn from_attempt(
+        id: u64,
+        concurrency: u32,
+        scheduled: Duration,
+        sent: Duration,
+        attempt: Attempt,
+    ) -> Self {
         let mut record = Self {
             request_id: id,
             concurrency,
@@ -103,10 +109,18 @@ impl LoadSpec {
             return Err(invalid("total_requests", 0, "expected at least 1 request"));
         }
         if self.concurrency == 0 {
-            return Err(invalid("concurrency", 0, "expected at least 1 request in flight"));
+            return Err(invalid(
+                "concurrency",
+                0,
+                "expected at least 1 request in flight",
+            ));
         }
         if u32::try_from(self.concurrency).is_err() {
-            return Err(invalid("concurrency", self.concurrency, "expected at most 4294967295"));
+            return Err(invalid(
+                "concurrency",
+                self.concurrency,
+                "expected at most 4294967295",
+            ));
         }
         self.request.validate()
     }
@@ -157,7 +171,11 @@ pub struct LoadSummary {
 impl LoadRun {
     /// Latencies of the successful requests.
     pub fn ok_latencies(&self) -> Vec<Duration> {
-        self.records.iter().filter(|r| r.ok()).map(|r| r.latency).collect()
+        self.records
+            .iter()
+            .filter(|r| r.ok())
+            .map(|r| r.latency)
+            .collect()
     }
 
     /// Summarizes the run the way the original lab does: percentiles over successful requests,
@@ -182,8 +200,16 @@ impl LoadRun {
             total_requests: self.total_requests,
             timeout: self.timeout,
             wall: self.wall,
-            throughput_rps: if wall_s > 0.0 { finished as f64 / wall_s } else { f64::NAN },
-            error_rate: if finished > 0 { err as f64 / finished as f64 } else { f64::NAN },
+            throughput_rps: if wall_s > 0.0 {
+                finished as f64 / wall_s
+            } else {
+                f64::NAN
+            },
+            error_rate: if finished > 0 {
+                err as f64 / finished as f64
+            } else {
+                f64::NAN
+            },
             latency: LatencyStats::from_latencies(&latencies),
             ok: latencies.len(),
             err,
@@ -295,10 +321,18 @@ pub async fn sweep(
 
 fn validate_levels(levels: &[usize]) -> Result<()> {
     if levels.is_empty() {
-        return Err(invalid("concurrency levels", "[]", "expected at least one level, for example 1,2,4,8,16"));
+        return Err(invalid(
+            "concurrency levels",
+            "[]",
+            "expected at least one level, for example 1,2,4,8,16",
+        ));
     }
     if let Some(zero) = levels.iter().find(|&&c| c == 0) {
-        return Err(invalid("concurrency level", zero, "every level must be at least 1"));
+        return Err(invalid(
+            "concurrency level",
+            zero,
+            "every level must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -318,7 +352,12 @@ impl Sweep {
 }
 
 /// Sends `n` identical requests one after another to estimate the noise floor.
-pub async fn baseline(client: &Client, n: usize, request: &ChatRequest, progress: Progress) -> Result<LoadRun> {
+pub async fn baseline(
+    client: &Client,
+    n: usize,
+    request: &ChatRequest,
+    progress: Progress,
+) -> Result<LoadRun> {
     let spec = LoadSpec {
         total_requests: n,
         concurrency: 1,
@@ -368,7 +407,11 @@ pub async fn token_budget(
     if prompt_sizes.is_empty() || max_tokens.is_empty() {
         return Err(invalid(
             "token-budget grid",
-            format!("{} prompt sizes x {} max_tokens", prompt_sizes.len(), max_tokens.len()),
+            format!(
+                "{} prompt sizes x {} max_tokens",
+                prompt_sizes.len(),
+                max_tokens.len()
+            ),
             "expected at least one prompt size and one max_tokens value",
         ));
     }
@@ -411,7 +454,12 @@ mod tests {
 
     #[test]
     fn levels_must_be_positive_and_present() {
-        assert!(validate_levels(&[]).unwrap_err().to_string().contains("1,2,4,8,16"));
+        assert!(
+            validate_levels(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("1,2,4,8,16")
+        );
         assert!(validate_levels(&[1, 0]).is_err());
         assert!(validate_levels(&[1, 2]).is_ok());
     }

@@ -75,9 +75,16 @@ impl Meter {
 
 /// Formats one progress line; the time left assumes the remaining requests take as long on
 /// average as the finished ones.
-pub(crate) fn format_line(label: &str, done: usize, total: usize, failed: usize, elapsed: Duration) -> String {
+pub(crate) fn format_line(
+    label: &str,
+    done: usize,
+    total: usize,
+    failed: usize,
+    elapsed: Duration,
+) -> String {
     let elapsed_s = elapsed.as_secs_f64();
-    let mut line = format!("{label}: {done}/{total} done, {failed} failed, {elapsed_s:.1} s elapsed");
+    let mut line =
+        format!("{label}: {done}/{total} done, {failed} failed, {elapsed_s:.1} s elapsed");
     if done == total {
         line.push_str(", finished");
     } else if done > 0 {
@@ -94,7 +101,10 @@ mod tests {
     #[test]
     fn line_estimates_time_left() {
         let line = format_line("sweep c=4", 20, 80, 1, Duration::from_secs(10));
-        assert_eq!(line, "sweep c=4: 20/80 done, 1 failed, 10.0 s elapsed, about 30 s left");
+        assert_eq!(
+            line,
+            "sweep c=4: 20/80 done, 1 failed, 10.0 s elapsed, about 30 s left"
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
     let sweep_summary = results.sweep.summary_frame()?;
     let tokens = results.tokens.frame()?;
     let overload_summary = results.overload.summary_frame()?;
-    let overload_timeout_s = results.overload.runs.first().map_or(0.0, |r| r.timeout.as_secs_f64());
+    let overload_timeout_s = results
+        .overload
+        .runs
+        .first()
+        .map_or(0.0, |r| r.timeout.as_secs_f64());
 
     let mut body = String::new();
     body.push_str(&format!(
@@ -28,8 +32,14 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
         "Sequential requests, one at a time: the noise floor before any concurrency.",
         &results.baseline.latency_summary_frame()?,
     );
-    body.push_str(&chart_div(&charts::latency_histogram(&baseline_requests, "Baseline latency histogram")?, "baseline-histogram"));
-    body.push_str(&chart_div(&charts::latency_box(&baseline_requests, "Baseline latency box plot")?, "baseline-box"));
+    body.push_str(&chart_div(
+        &charts::latency_histogram(&baseline_requests, "Baseline latency histogram")?,
+        "baseline-histogram",
+    ));
+    body.push_str(&chart_div(
+        &charts::latency_box(&baseline_requests, "Baseline latency box plot")?,
+        "baseline-box",
+    ));
 
     section(
         &mut body,
@@ -37,9 +47,18 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
         "Throughput rises and then flattens; the tail percentiles climb once requests queue.",
         &sweep_summary,
     );
-    body.push_str(&chart_div(&charts::latency_vs_concurrency(&sweep_summary)?, "sweep-latency"));
-    body.push_str(&chart_div(&charts::throughput_vs_concurrency(&sweep_summary)?, "sweep-throughput"));
-    body.push_str(&chart_div(&charts::error_rate_bars(&sweep_summary)?, "sweep-errors"));
+    body.push_str(&chart_div(
+        &charts::latency_vs_concurrency(&sweep_summary)?,
+        "sweep-latency",
+    ));
+    body.push_str(&chart_div(
+        &charts::throughput_vs_concurrency(&sweep_summary)?,
+        "sweep-throughput",
+    ));
+    body.push_str(&chart_div(
+        &charts::error_rate_bars(&sweep_summary)?,
+        "sweep-errors",
+    ));
 
     section(
         &mut body,
@@ -47,7 +66,10 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
         "p95 latency for each prompt size and max_tokens.",
         &tokens,
     );
-    body.push_str(&chart_div(&charts::p95_vs_max_tokens(&tokens)?, "tokens-lines"));
+    body.push_str(&chart_div(
+        &charts::p95_vs_max_tokens(&tokens)?,
+        "tokens-lines",
+    ));
     body.push_str(&chart_div(&charts::p95_heatmap(&tokens)?, "tokens-heatmap"));
 
     section(
@@ -56,7 +78,10 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
         "A short timeout and rising concurrency: queueing first, then failures.",
         &overload_summary,
     );
-    body.push_str(&chart_div(&charts::overload_chart(&overload_summary, overload_timeout_s)?, "overload"));
+    body.push_str(&chart_div(
+        &charts::overload_chart(&overload_summary, overload_timeout_s)?,
+        "overload",
+    ));
 
     Ok(format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\

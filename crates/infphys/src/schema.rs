@@ -70,6 +70,10 @@ pub const PROMPT_CHARS: &str = "prompt_chars";
 /// The `max_tokens` sent with each request.
 pub const MAX_TOKENS: &str = "max_tokens";
 
+/// Which lab section a request belongs to (`baseline`, `sweep`, `tokens`, `overload`), in the
+/// per-request frame of a whole lab run.
+pub const SECTION: &str = "section";
+
 /// Columns of a per-request frame, in order.
 pub const REQUEST_COLUMNS: &[&str] = &[
     REQUEST_ID,

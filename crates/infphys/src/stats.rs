@@ -87,10 +87,20 @@ mod tests {
     fn percentile_matches_numpy_linear() {
         // numpy.percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], p) for p = 50, 95, 99, 0, 100, 25.
         let values: Vec<f64> = (1..=10).map(f64::from).collect();
-        let cases = [(50.0, 5.5), (95.0, 9.55), (99.0, 9.91), (0.0, 1.0), (100.0, 10.0), (25.0, 3.25)];
+        let cases = [
+            (50.0, 5.5),
+            (95.0, 9.55),
+            (99.0, 9.91),
+            (0.0, 1.0),
+            (100.0, 10.0),
+            (25.0, 3.25),
+        ];
         for (p, expected) in cases {
             let got = percentile(&values, p).unwrap();
-            assert!((got - expected).abs() < 1e-12, "p{p}: got {got}, expected {expected}");
+            assert!(
+                (got - expected).abs() < 1e-12,
+                "p{p}: got {got}, expected {expected}"
+            );
         }
     }
 

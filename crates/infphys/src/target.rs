@@ -115,7 +115,11 @@ impl TargetSpec {
     /// Reads the spec through `lookup`, which returns a variable's value or `None` when unset.
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut spec = Self::default();
 
         if let Some(url) = get("NIM_BASE_URL") {
@@ -127,7 +131,9 @@ impl TargetSpec {
         if let Some(model) = get("NIM_GEN_MODEL") {
             spec.model = model;
         }
-        spec.api_key = get("NIM_API_KEY").or_else(|| get("OPENAI_API_KEY")).map(ApiKey);
+        spec.api_key = get("NIM_API_KEY")
+            .or_else(|| get("OPENAI_API_KEY"))
+            .map(ApiKey);
 
         if let Some(preset) = get("INFPHYS_SIM_PRESET") {
             spec.sim.preset = preset;
@@ -137,7 +143,11 @@ impl TargetSpec {
         }
         if let Some(seed) = get("INFPHYS_SIM_SEED") {
             spec.sim.seed = seed.parse().map_err(|_| {
-                invalid("INFPHYS_SIM_SEED", &seed, "expected a non-negative integer, for example 7")
+                invalid(
+                    "INFPHYS_SIM_SEED",
+                    &seed,
+                    "expected a non-negative integer, for example 7",
+                )
             })?;
         }
         Ok(spec)
@@ -152,7 +162,11 @@ pub fn parse_base_url(value: &str) -> Result<BaseUrl> {
     }
 
     let url = reqwest::Url::parse(value).map_err(|e| {
-        invalid("NIM_BASE_URL", value, format!("{e}; expected a URL such as http://localhost:8000, or `sim`"))
+        invalid(
+            "NIM_BASE_URL",
+            value,
+            format!("{e}; expected a URL such as http://localhost:8000, or `sim`"),
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid(
@@ -170,7 +184,10 @@ pub fn parse_chat_path(value: &str) -> Result<String> {
         return Err(invalid(
             "NIM_CHAT_PATH",
             value,
-            format!("the path must start with '/', for example /{}", value.trim_start_matches('/')),
+            format!(
+                "the path must start with '/', for example /{}",
+                value.trim_start_matches('/')
+            ),
         ));
     }
     Ok(value.to_owned())
@@ -231,9 +248,18 @@ impl fmt::Debug for Target {
 
 impl Target {
     /// A server at `base_url`, without contacting it.
-    pub fn server(base_url: &str, chat_path: &str, model: &str, api_key: Option<ApiKey>) -> Result<Self> {
+    pub fn server(
+        base_url: &str,
+        chat_path: &str,
+        model: &str,
+        api_key: Option<ApiKey>,
+    ) -> Result<Self> {
         let BaseUrl::Url(base_url) = parse_base_url(base_url)? else {
-            return Err(invalid("NIM_BASE_URL", base_url, "use Target::simulator for the built-in simulator"));
+            return Err(invalid(
+                "NIM_BASE_URL",
+                base_url,
+                "use Target::simulator for the built-in simulator",
+            ));
         };
         Ok(Self {
             base_url,
@@ -265,7 +291,9 @@ impl Target {
             chat_path: DEFAULT_CHAT_PATH.to_owned(),
             model: model.to_owned(),
             api_key: None,
-            kind: TargetKind::Simulator { preset: preset.name().to_owned() },
+            kind: TargetKind::Simulator {
+                preset: preset.name().to_owned(),
+            },
             time_scale: options.time_scale,
             _simulator: Some(Arc::new(handle)),
         })
@@ -365,7 +393,12 @@ pub async fn resolve(spec: &TargetSpec) -> Result<Target> {
         }
         BaseUrl::Simulator => start_simulator(spec),
         BaseUrl::Unset => match probe(DEFAULT_BASE_URL).await {
-            Ok(()) => Target::server(DEFAULT_BASE_URL, &spec.chat_path, &spec.model, spec.api_key.clone()),
+            Ok(()) => Target::server(
+                DEFAULT_BASE_URL,
+                &spec.chat_path,
+                &spec.model,
+                spec.api_key.clone(),
+            ),
             Err(cause) => {
                 tracing::warn!(url = DEFAULT_BASE_URL, %cause, "no server answered; starting the built-in simulator");
                 start_simulator(spec)
@@ -405,7 +438,11 @@ mod tests {
     use super::*;
 
     fn spec_from(vars: &[(&str, &str)]) -> Result<TargetSpec> {
-        TargetSpec::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()))
+        TargetSpec::from_lookup(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     #[test]
@@ -436,25 +473,36 @@ mod tests {
 
     #[test]
     fn nim_key_wins_over_openai_key() {
-        let spec = spec_from(&[("NIM_API_KEY", "nvapi-first"), ("OPENAI_API_KEY", "sk-second")]).unwrap();
+        let spec = spec_from(&[
+            ("NIM_API_KEY", "nvapi-first"),
+            ("OPENAI_API_KEY", "sk-second"),
+        ])
+        .unwrap();
         assert_eq!(spec.api_key, Some(ApiKey::new("nvapi-first")));
     }
 
     #[test]
     fn sim_keyword_selects_simulator() {
-        assert_eq!(spec_from(&[("NIM_BASE_URL", "sim")]).unwrap().base_url, BaseUrl::Simulator);
+        assert_eq!(
+            spec_from(&[("NIM_BASE_URL", "sim")]).unwrap().base_url,
+            BaseUrl::Simulator
+        );
     }
 
     #[test]
     fn malformed_base_url_names_value_and_fix() {
-        let message = spec_from(&[("NIM_BASE_URL", "localhost:8000")]).unwrap_err().to_string();
+        let message = spec_from(&[("NIM_BASE_URL", "localhost:8000")])
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("localhost:8000"), "{message}");
         assert!(message.contains("http://"), "{message}");
     }
 
     #[test]
     fn chat_path_without_slash_is_rejected() {
-        let message = spec_from(&[("NIM_CHAT_PATH", "v1/chat/completions")]).unwrap_err().to_string();
+        let message = spec_from(&[("NIM_CHAT_PATH", "v1/chat/completions")])
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("must start with '/'"), "{message}");
         assert!(message.contains("/v1/chat/completions"), "{message}");
     }
@@ -462,15 +510,28 @@ mod tests {
     #[test]
     fn time_scale_must_be_positive() {
         for bad in ["0", "-2", "NaN", "inf", "fast"] {
-            assert!(spec_from(&[("INFPHYS_TIME_SCALE", bad)]).is_err(), "{bad} was accepted");
+            assert!(
+                spec_from(&[("INFPHYS_TIME_SCALE", bad)]).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 
     #[test]
     fn key_absent_from_debug() {
         let spec = spec_from(&[("NIM_API_KEY", "nvapi-SECRET-1234")]).unwrap();
-        let target = Target::server("http://127.0.0.1:1", "/v1/chat/completions", "m", spec.api_key.clone()).unwrap();
-        for text in [format!("{spec:?}"), format!("{target:?}"), format!("{spec:#?}")] {
+        let target = Target::server(
+            "http://127.0.0.1:1",
+            "/v1/chat/completions",
+            "m",
+            spec.api_key.clone(),
+        )
+        .unwrap();
+        for text in [
+            format!("{spec:?}"),
+            format!("{target:?}"),
+            format!("{spec:#?}"),
+        ] {
             assert!(!text.contains("SECRET"), "key leaked: {text}");
             assert!(text.contains("redacted"), "{text}");
         }

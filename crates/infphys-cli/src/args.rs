@@ -1,0 +1,245 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Measure the physics of LLM inference: latency, throughput, the p95 cliff and overload.
+///
+/// The target comes from NIM_BASE_URL (default http://localhost:8000), NIM_CHAT_PATH (default
+/// /v1/chat/completions) and NIM_GEN_MODEL, with a bearer key from NIM_API_KEY or OPENAI_API_KEY.
+/// With NIM_BASE_URL=sim, or unset with nothing answering at the default address, the built-in
+/// simulator is started.
+#[derive(Debug, Parser)]
+#[command(name = "infphys", version)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options that choose and shape the target.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Server base URL, or `sim` for the built-in simulator; overrides NIM_BASE_URL.
+    #[arg(long, global = true)]
+    pub base_url: Option<String>,
+
+    /// Model name sent with each request; overrides NIM_GEN_MODEL.
+    #[arg(long, global = true)]
+    pub model: Option<String>,
+
+    /// Simulator preset when the built-in simulator is used: classroom, h100 or a100.
+    #[arg(long, global = true, env = "INFPHYS_SIM_PRESET")]
+    pub preset: Option<String>,
+
+    /// How many times faster than real time the built-in simulator runs; timeouts and reported
+    /// durations stay in simulated (server) time.
+    #[arg(long, global = true, env = "INFPHYS_TIME_SCALE", value_parser = parse_time_scale)]
+    pub time_scale: Option<f64>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the built-in simulator over HTTP.
+    Sim(SimArgs),
+    /// Send one short request to check that the target answers.
+    Preflight,
+    /// Sequential requests: the single-request latency distribution.
+    Baseline(BaselineArgs),
+    /// Closed-loop load at several concurrency levels.
+    Sweep(SweepArgs),
+    /// p50 and p95 latency over prompt sizes and max_tokens.
+    Tokens(TokensArgs),
+    /// The sweep with a short timeout and high concurrency: queueing, then failures.
+    Overload(SweepArgs),
+    /// All four sections with the lab's parameters, their CSV files, the per-request rows as
+    /// Parquet, and an HTML report.
+    Lab(LabArgs),
+}
+
+/// Options of `infphys sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to bind; anything other than 127.0.0.1 exposes the simulator to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+
+    /// Port to bind; 0 picks a free one.
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Seed for jitter and output lengths.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Maximum waiting requests before new ones get 503; unbounded when unset, as in vLLM.
+    #[arg(long)]
+    pub max_queue: Option<usize>,
+}
+
+/// Options shared by the measuring subcommands.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Folder for CSV, Parquet and HTML output; created when missing.
+    #[arg(long, default_value = "lab-report")]
+    pub out: PathBuf,
+}
+
+/// Options of `infphys baseline`.
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Sequential requests to send.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: u64,
+
+    /// max_tokens of each request.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.2)]
+    pub temperature: f64,
+
+    /// Timeout per request, such as 60s, 500ms or 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options of `infphys sweep` and `infphys overload`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Concurrency levels, comma-separated; the defaults are the sweep's 1,2,4,8,16 (overload:
+    /// 4,8,16,32).
+    #[arg(long, value_delimiter = ',', value_parser = parse_level)]
+    pub concurrency: Option<Vec<usize>>,
+
+    /// Requests per level; default 80 (overload: 60).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Timeout per request, such as 60s or 5s; default 60s (overload: 5s).
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// max_tokens of each request.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options of `infphys tokens`.
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    /// Filler characters of the prompts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "200,800,2000")]
+    pub prompt_sizes: Vec<usize>,
+
+    /// max_tokens values, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: Vec<u32>,
+
+    /// Sequential requests per cell.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+
+    /// Timeout per request.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Options of `infphys lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Smaller request counts and grid, for a slow server such as llama.cpp on a CPU.
+    #[arg(long)]
+    pub quick: bool,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Parses a duration such as `60s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit_seconds) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!(
+            "invalid duration {text:?}: expected a number with a unit, such as 60s, 500ms or 2m"
+        )
+    })?;
+    let seconds = value * unit_seconds;
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!(
+            "invalid duration {text:?}: expected a positive duration, such as 5s"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn parse_level(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!(
+            "invalid concurrency level {text:?}: expected a positive integer, such as 1,2,4,8,16"
+        )),
+        Ok(level) => Ok(level),
+    }
+}
+
+fn parse_time_scale(text: &str) -> Result<f64, String> {
+    infphys::target::parse_time_scale(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_with_units() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn durations_rejected() {
+        for bad in ["0s", "0", "-1s", "NaN", "fast", ""] {
+            let message = parse_duration(bad).unwrap_err();
+            assert!(message.contains("invalid duration"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn levels_rejected() {
+        assert!(parse_level("0").unwrap_err().contains("positive integer"));
+        assert!(parse_level("x").is_err());
+        assert_eq!(parse_level(" 8"), Ok(8));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,330 @@
+//! What each subcommand does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use infphys::files::{write_csv, write_parquet};
+use infphys::polars::prelude::DataFrame;
+use infphys::target::{BaseUrl, parse_base_url};
+use infphys::{ChatRequest, Client, LabParams, LabResults, Progress, TargetSpec};
+
+use crate::args::{
+    BaselineArgs, Cli, Command, LabArgs, SimArgs, SweepArgs, TargetArgs, TokensArgs,
+};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Sim(args) => serve_simulator(&cli.target, &args).await,
+        Command::Preflight => {
+            let client = connect(&cli.target).await?;
+            preflight(&client).await
+        }
+        Command::Baseline(args) => baseline(&connect(&cli.target).await?, &args).await,
+        Command::Sweep(args) => sweep(&connect(&cli.target).await?, &args, Section::Sweep).await,
+        Command::Overload(args) => {
+            sweep(&connect(&cli.target).await?, &args, Section::Overload).await
+        }
+        Command::Tokens(args) => tokens(&connect(&cli.target).await?, &args).await,
+        Command::Lab(args) => lab(&connect(&cli.target).await?, &args).await,
+    }
+}
+
+fn target_spec(args: &TargetArgs) -> Result<TargetSpec> {
+    let mut spec =
+        TargetSpec::from_env().context("failed to read the target from the environment")?;
+    if let Some(url) = &args.base_url {
+        spec.base_url = parse_base_url(url)?;
+    }
+    if let Some(model) = &args.model {
+        spec.model.clone_from(model);
+    }
+    if let Some(preset) = &args.preset {
+        spec.sim.preset.clone_from(preset);
+    }
+    if let Some(scale) = args.time_scale {
+        spec.sim.time_scale = scale;
+    }
+    Ok(spec)
+}
+
+async fn connect(args: &TargetArgs) -> Result<Client> {
+    let spec = target_spec(args)?;
+    let target = infphys::resolve(&spec).await?;
+    eprintln!("{}", target.describe());
+    Ok(Client::new(target)?)
+}
+
+async fn preflight(client: &Client) -> Result<()> {
+    let report = infphys::preflight(client).await?;
+    eprintln!("{report}");
+    Ok(())
+}
+
+async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
+    let spec = target_spec(args)?;
+    if let BaseUrl::Url(url) = &spec.base_url {
+        tracing::warn!(%url, "NIM_BASE_URL is ignored by `infphys sim`, which serves the simulator itself");
+    }
+    let preset: infphys_sim::Preset = spec
+        .sim
+        .preset
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = infphys_sim::SimConfig::new(preset);
+    config.time_scale = spec.sim.time_scale;
+    config.seed = sim.seed;
+    config.host = sim.host;
+    config.port = sim.port;
+    config.model = spec.model.clone();
+    config.max_queue = sim.max_queue;
+    config.validate()?;
+
+    let address = std::net::SocketAddr::new(sim.host, sim.port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("failed to bind {address}; pick another port with --port, or 0 for a free one")
+        })?;
+    let bound = listener.local_addr()?;
+    if !sim.host.is_loopback() {
+        tracing::warn!(%bound, "the simulator is reachable from the network");
+    }
+    tracing::info!(%bound, preset = preset.name(), time_scale = config.time_scale, "simulator listening");
+    eprintln!(
+        "Simulator ({preset}) serving on http://{bound}; use it with:\n  export NIM_BASE_URL=http://{bound}"
+    );
+
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    infphys_sim::serve(config, listener, shutdown).await?;
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
+/// Creates the output folder up front, so a run never measures for minutes and then fails to
+/// save.
+fn prepare_output(out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| {
+        format!(
+            "failed to create the output folder {}; pass a writable one with --out",
+            out.display()
+        )
+    })?;
+    let probe = out.join(".infphys-write-check");
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "the output folder {} is not writable; pass a writable one with --out",
+            out.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn save(out: &Path, name: &str, summary: &DataFrame, requests: &DataFrame) -> Result<()> {
+    let csv = out.join(format!("{name}.csv"));
+    write_csv(summary, &csv)?;
+    let parquet = out.join(format!("{name}-requests.parquet"));
+    write_parquet(requests, &parquet)?;
+    eprintln!("wrote {} and {}", csv.display(), parquet.display());
+    Ok(())
+}
+
+fn print_table(title: &str, df: &DataFrame) {
+    println!("\n{title}\n{df}");
+}
+
+async fn baseline(client: &Client, args: &BaselineArgs) -> Result<()> {
+    prepare_output(&args.output.out)?;
+    preflight(client).await?;
+    let request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
+        .temperature(args.temperature)
+        .timeout(args.timeout);
+
+    let run = infphys::baseline(client, args.requests as usize, &request, Progress::Stderr).await?;
+    let summary = run.latency_summary_frame()?;
+    print_table("Baseline latency", &summary);
+    save(
+        &args.output.out,
+        "baseline",
+        &summary,
+        &run.requests_frame()?,
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Section {
+    Sweep,
+    Overload,
+}
+
+async fn sweep(client: &Client, args: &SweepArgs, section: Section) -> Result<()> {
+    prepare_output(&args.output.out)?;
+    preflight(client).await?;
+    let lab = LabParams::default();
+    let (name, levels, requests, timeout) = match section {
+        Section::Sweep => (
+            "sweep",
+            lab.sweep_levels,
+            lab.sweep_requests,
+            lab.sweep_timeout,
+        ),
+        Section::Overload => (
+            "overload",
+            lab.overload_levels,
+            lab.overload_requests,
+            lab.overload_timeout,
+        ),
+    };
+    let levels = args.concurrency.clone().unwrap_or(levels);
+    let requests = args.requests.map_or(requests, |r| r as usize);
+    let timeout = args.timeout.unwrap_or(timeout);
+    let request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
+        .temperature(lab.temperature)
+        .timeout(timeout);
+
+    let result = infphys::sweep(client, &levels, requests, &request, Progress::Stderr).await?;
+    let summary = result.summary_frame()?;
+    print_table(
+        &format!("{name}: closed loop, timeout {}", seconds(timeout)),
+        &summary,
+    );
+    save(&args.output.out, name, &summary, &result.requests_frame()?)
+}
+
+async fn tokens(client: &Client, args: &TokensArgs) -> Result<()> {
+    prepare_output(&args.output.out)?;
+    preflight(client).await?;
+    let lab = LabParams::default();
+    let template = lab.base_request(args.timeout);
+
+    let budget = infphys::token_budget(
+        client,
+        &args.prompt_sizes,
+        &args.max_tokens,
+        args.repeats as usize,
+        &template,
+        Progress::Stderr,
+    )
+    .await?;
+    let frame = budget.frame()?;
+    print_table("Token budget: p50 and p95 latency", &frame);
+    save(
+        &args.output.out,
+        "tokens",
+        &frame,
+        &budget.requests_frame()?,
+    )
+}
+
+async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
+    let out = &args.output.out;
+    prepare_output(out)?;
+    preflight(client).await?;
+    let params = if args.quick {
+        LabParams::quick()
+    } else {
+        LabParams::default()
+    };
+
+    // Each section's table is written as soon as it is measured, so a failure later in the lab
+    // keeps the sections before it.
+    eprintln!(
+        "\n== Baseline: {} sequential requests ==",
+        params.baseline_requests
+    );
+    let baseline = infphys::baseline(
+        client,
+        params.baseline_requests,
+        &params.base_request(params.baseline_timeout),
+        Progress::Stderr,
+    )
+    .await?;
+    let baseline_table = baseline.latency_summary_frame()?;
+    print_table("Baseline latency", &baseline_table);
+    write_csv(&baseline_table, &out.join("baseline.csv"))?;
+
+    eprintln!(
+        "\n== Concurrency sweep: {:?}, {} requests each ==",
+        params.sweep_levels, params.sweep_requests
+    );
+    let sweep = infphys::sweep(
+        client,
+        &params.sweep_levels,
+        params.sweep_requests,
+        &params.base_request(params.sweep_timeout),
+        Progress::Stderr,
+    )
+    .await?;
+    let sweep_table = sweep.summary_frame()?;
+    print_table(
+        &format!(
+            "Concurrency sweep, timeout {}",
+            seconds(params.sweep_timeout)
+        ),
+        &sweep_table,
+    );
+    write_csv(&sweep_table, &out.join("sweep.csv"))?;
+
+    eprintln!(
+        "\n== Token budget: prompt sizes {:?} x max_tokens {:?}, {} repeats ==",
+        params.prompt_sizes, params.max_tokens_grid, params.token_repeats
+    );
+    let tokens = infphys::token_budget(
+        client,
+        &params.prompt_sizes,
+        &params.max_tokens_grid,
+        params.token_repeats,
+        &params.base_request(params.baseline_timeout),
+        Progress::Stderr,
+    )
+    .await?;
+    let tokens_table = tokens.frame()?;
+    print_table("Token budget: p50 and p95 latency", &tokens_table);
+    write_csv(&tokens_table, &out.join("tokens.csv"))?;
+
+    eprintln!(
+        "\n== Overload: {:?}, {} requests each, timeout {} ==",
+        params.overload_levels,
+        params.overload_requests,
+        seconds(params.overload_timeout)
+    );
+    let overload = infphys::sweep(
+        client,
+        &params.overload_levels,
+        params.overload_requests,
+        &params.base_request(params.overload_timeout),
+        Progress::Stderr,
+    )
+    .await?;
+    let overload_table = overload.summary_frame()?;
+    print_table(
+        &format!("Overload, timeout {}", seconds(params.overload_timeout)),
+        &overload_table,
+    );
+    write_csv(&overload_table, &out.join("overload.csv"))?;
+
+    let results = LabResults {
+        baseline,
+        sweep,
+        tokens,
+        overload,
+    };
+    write_parquet(&results.requests_frame()?, &out.join("requests.parquet"))?;
+    let report = infphys::report::render_report(&results, &client.target().describe())?;
+    let report_path = out.join("report.html");
+    std::fs::write(&report_path, report)
+        .with_context(|| format!("failed to write {}", report_path.display()))?;
+    eprintln!(
+        "\nwrote baseline.csv, sweep.csv, tokens.csv, overload.csv, requests.parquet and report.html to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
+}
