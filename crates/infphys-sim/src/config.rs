@@ -1,0 +1,214 @@
+//! Server configuration and the crate's error type.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use crate::preset::{Physics, Preset, preset_names};
+
+/// Errors from configuring, binding or running the simulated server.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The listening socket could not be bound.
+    #[error("failed to bind {addr}: {source}; choose a free port, or port 0 for any free port")]
+    Bind {
+        /// Address that could not be bound.
+        addr: SocketAddr,
+        /// Error from the operating system.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration value is out of range; the message names the value and the valid range.
+    #[error("invalid simulator configuration: {0}")]
+    InvalidConfig(String),
+    /// The preset name is not one of the known presets.
+    #[error("unknown preset `{name}`: expected one of {}", preset_names())]
+    UnknownPreset {
+        /// Name as given.
+        name: String,
+    },
+    /// An I/O operation of the server failed, such as starting its runtime or thread.
+    #[error("failed to {action}: {source}")]
+    Io {
+        /// What the server was doing, such as "start the server thread".
+        action: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Configuration of one simulated server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Preset the physics came from; informational once `physics` is set.
+    pub preset: Preset,
+    /// Constants of the latency model; starts as `preset.physics()` and may be edited.
+    pub physics: Physics,
+    /// Speed of the virtual clock relative to the wall clock: wall time is
+    /// virtual time divided by `time_scale`, so 100 runs a 3 s request in
+    /// 30 ms. Must be finite and greater than 0.
+    pub time_scale: f64,
+    /// Seed of the step-time jitter and the completion lengths.
+    pub seed: u64,
+    /// Address to listen on; 127.0.0.1 by default.
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free port.
+    pub port: u16,
+    /// Model name reported by `/v1/models` and in responses.
+    pub model: String,
+    /// Maximum number of waiting requests before new ones get HTTP 503;
+    /// `None` queues without bound, as vLLM does.
+    pub max_queue: Option<usize>,
+}
+
+impl SimConfig {
+    /// Creates a configuration with the preset's physics, time scale 1, seed 0,
+    /// 127.0.0.1 on a free port, and an unbounded queue.
+    pub fn new(preset: Preset) -> Self {
+        SimConfig {
+            preset,
+            physics: preset.physics(),
+            time_scale: 1.0,
+            seed: 0,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            model: "meta/llama-3.1-8b-instruct".to_string(),
+            max_queue: None,
+        }
+    }
+
+    /// Checks that every value is in range; the error names the value and the fix.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let invalid = |message: String| Err(SimError::InvalidConfig(message));
+        let physics = &self.physics;
+
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return invalid(format!(
+                "time_scale is {}; set a finite number greater than 0 (1 runs in real time, 100 runs 100 times faster)",
+                self.time_scale
+            ));
+        }
+        if self.model.trim().is_empty() {
+            return invalid(
+                "model is empty; set a model name such as meta/llama-3.1-8b-instruct".into(),
+            );
+        }
+        if self.max_queue == Some(0) {
+            return invalid(
+                "max_queue is 0, which would reject every request; set at least 1, or None for an unbounded queue"
+                    .into(),
+            );
+        }
+        for (name, value) in [
+            ("max_num_seqs", physics.max_num_seqs),
+            ("max_batched_tokens", physics.max_batched_tokens),
+            ("kv_block_tokens", physics.kv_block_tokens),
+        ] {
+            if value == 0 {
+                return invalid(format!("physics.{name} is 0; set at least 1"));
+            }
+        }
+        if physics.max_model_len < 2 {
+            return invalid(format!(
+                "physics.max_model_len is {}; set at least 2 so a prompt and one output token fit",
+                physics.max_model_len
+            ));
+        }
+        let kv_tokens = physics.kv_blocks() * physics.kv_block_tokens;
+        if kv_tokens < physics.max_model_len {
+            return invalid(format!(
+                "physics.kv_capacity_tokens is {} ({} whole blocks of {} tokens), less than max_model_len {}; \
+                 raise kv_capacity_tokens or lower max_model_len so one full-length sequence fits",
+                physics.kv_capacity_tokens,
+                physics.kv_blocks(),
+                physics.kv_block_tokens,
+                physics.max_model_len
+            ));
+        }
+        if !(physics.jitter_sigma.is_finite() && physics.jitter_sigma >= 0.0) {
+            return invalid(format!(
+                "physics.jitter_sigma is {}; set a finite number of at least 0 (0 disables jitter)",
+                physics.jitter_sigma
+            ));
+        }
+        if !(physics.output_len_median.is_finite() && physics.output_len_median >= 1.0) {
+            return invalid(format!(
+                "physics.output_len_median is {}; set a finite number of tokens of at least 1",
+                physics.output_len_median
+            ));
+        }
+        if !(physics.output_len_sigma.is_finite() && physics.output_len_sigma >= 0.0) {
+            return invalid(format!(
+                "physics.output_len_sigma is {}; set a finite number of at least 0",
+                physics.output_len_sigma
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig::new(Preset::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let config = SimConfig::default();
+        assert_eq!(config.preset, Preset::Classroom);
+        assert_eq!(config.time_scale, 1.0);
+        assert_eq!(config.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        config.validate().unwrap();
+        for preset in Preset::all() {
+            SimConfig::new(*preset).validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn validate_rejects_bad_time_scale() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let config = SimConfig {
+                time_scale: bad,
+                ..SimConfig::default()
+            };
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("time_scale"), "{message}");
+        }
+    }
+
+    #[test]
+    fn validate_rejects_small_kv_cache() {
+        let mut config = SimConfig::default();
+        config.physics.kv_capacity_tokens = 100;
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("kv_capacity_tokens is 100"), "{message}");
+    }
+
+    #[test]
+    fn validate_rejects_zero_queue_and_seqs() {
+        let mut config = SimConfig {
+            max_queue: Some(0),
+            ..SimConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_queue")
+        );
+        config.max_queue = None;
+        config.physics.max_num_seqs = 0;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_num_seqs")
+        );
+    }
+}

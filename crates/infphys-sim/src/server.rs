@@ -1,0 +1,239 @@
+//! Starting the simulated server: in-process router, async serve, or a background thread.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::config::{SimConfig, SimError};
+use crate::driver;
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+
+/// Builds the HTTP routes and starts the engine task on the current tokio runtime.
+///
+/// The engine task stops once the router and every clone of it are dropped.
+/// Use this to serve the simulator in-process, for example with
+/// `axum::serve` on a `TcpListener` bound to 127.0.0.1:0.
+///
+/// # Panics
+///
+/// Panics when called outside a tokio runtime, or when
+/// [`SimConfig::validate`] fails; [`serve`] and [`spawn`] validate first and
+/// return the error instead.
+pub fn router(config: &SimConfig) -> axum::Router {
+    if let Err(error) = config.validate() {
+        panic!("{error}");
+    }
+    let engine = Engine::new(config.physics.clone(), config.seed, config.max_queue);
+    let engine = driver::start(engine, config.time_scale);
+    let state = AppState {
+        config: config.clone(),
+        engine,
+        next_id: AtomicU64::new(0),
+    };
+    http::routes(Arc::new(state))
+}
+
+/// Serves the simulator on `listener` until `shutdown` completes.
+///
+/// Shutdown is graceful: the server stops accepting connections and waits
+/// for in-flight requests to finish.
+pub async fn serve(
+    config: SimConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SimError> {
+    config.validate()?;
+    let app = router(&config);
+    if let Ok(addr) = listener.local_addr() {
+        log_start(&config, addr);
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| SimError::Io {
+            action: "serve HTTP connections",
+            source,
+        })?;
+    tracing::info!("simulated inference server stopped");
+    Ok(())
+}
+
+/// Binds `config.host:config.port` and runs the server and its engine on a
+/// thread of their own with their own tokio runtime.
+///
+/// This works from synchronous code and from inside another runtime, such
+/// as a `#[tokio::test]`. It returns once the socket is bound and the server
+/// is accepting connections.
+pub fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
+    config.validate()?;
+    let requested = SocketAddr::new(config.host, config.port);
+    let listener = StdTcpListener::bind(requested).map_err(|source| SimError::Bind {
+        addr: requested,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        addr: requested,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| SimError::Io {
+            action: "make the listening socket non-blocking",
+            source,
+        })?;
+
+    let (ready_sender, ready) = std::sync::mpsc::sync_channel::<Result<(), SimError>>(1);
+    let (shutdown_sender, shutdown) = oneshot::channel::<()>();
+    let thread_config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("infphys-sim-{}", addr.port()))
+        .spawn(move || run_server_thread(thread_config, listener, ready_sender, shutdown))
+        .map_err(|source| SimError::Io {
+            action: "start the server thread",
+            source,
+        })?;
+
+    let started = ready.recv().unwrap_or_else(|_| {
+        Err(SimError::Io {
+            action: "start the server thread",
+            source: std::io::Error::other("the server thread exited before it was ready"),
+        })
+    });
+    if let Err(error) = started {
+        let _ = thread.join();
+        return Err(error);
+    }
+
+    let connect_host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Ok(SimHandle {
+        addr,
+        base_url: format!("http://{}", SocketAddr::new(connect_host, addr.port())),
+        config,
+        shutdown: Some(shutdown_sender),
+        thread: Some(thread),
+    })
+}
+
+/// Body of the server thread: builds the runtime, serves until shutdown,
+/// then drops the runtime here, outside any async context.
+fn run_server_thread(
+    config: SimConfig,
+    listener: StdTcpListener,
+    ready: std::sync::mpsc::SyncSender<Result<(), SimError>>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("infphys-sim-worker")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(source) => {
+            let _ = ready.send(Err(SimError::Io {
+                action: "start the tokio runtime",
+                source,
+            }));
+            return;
+        }
+    };
+
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(source) => {
+                let _ = ready.send(Err(SimError::Io {
+                    action: "register the listening socket with tokio",
+                    source,
+                }));
+                return;
+            }
+        };
+        let addr = listener.local_addr().ok();
+        let app = router(&config);
+        if let Some(addr) = addr {
+            log_start(&config, addr);
+        }
+        let _ = ready.send(Ok(()));
+
+        // Stop immediately on shutdown: dropping the runtime below cancels in-flight requests.
+        tokio::select! {
+            result = axum::serve(listener, app).into_future() => {
+                if let Err(error) = result {
+                    tracing::error!(%error, "simulated inference server failed");
+                }
+            }
+            _ = shutdown => {}
+        }
+    });
+    drop(runtime);
+    tracing::info!("simulated inference server stopped");
+}
+
+fn log_start(config: &SimConfig, addr: SocketAddr) {
+    tracing::info!(
+        %addr,
+        preset = config.preset.name(),
+        time_scale = config.time_scale,
+        seed = config.seed,
+        model = %config.model,
+        "simulated inference server listening"
+    );
+}
+
+/// Running server started by [`spawn`]; dropping it stops the server.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    base_url: String,
+    config: SimConfig,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Returns the base URL without a trailing slash, such as `http://127.0.0.1:40123`.
+    ///
+    /// An unspecified bind address (0.0.0.0 or ::) is replaced by loopback.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Returns the bound socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Returns the configuration the server runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Stops the server and its engine and waits for its thread to end.
+    /// In-flight requests are cut off.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(addr = %self.addr, "simulated inference server thread panicked");
+        }
+    }
+}
