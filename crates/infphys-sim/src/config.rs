@@ -28,7 +28,7 @@ pub enum SimError {
     /// An I/O operation of the server failed, such as starting its runtime or thread.
     #[error("failed to {action}: {source}")]
     Io {
-        /// What the server was doing, such as "start the server thread".
+        /// Action that failed, such as "start the server thread".
         action: &'static str,
         /// Underlying error.
         #[source]

@@ -182,26 +182,14 @@ impl EngineTask {
                 events,
             } => {
                 let id = request.id;
-                match self.engine.submit(request) {
-                    Ok(()) => {
-                        let _ = events.send(Event::Accepted);
-                        self.subscribers.insert(
-                            id,
-                            Subscriber {
-                                events,
-                                stream_tokens,
-                            },
-                        );
-                    }
-                    Err(full) => {
-                        tracing::debug!(
-                            request_id = id,
-                            waiting = full.waiting,
-                            "rejected request, queue full"
-                        );
-                        let _ = events.send(Event::Rejected(full));
-                    }
-                }
+                self.engine.submit(request);
+                self.subscribers.insert(
+                    id,
+                    Subscriber {
+                        events,
+                        stream_tokens,
+                    },
+                );
             }
             Command::Abort(id) => {
                 if self.engine.abort(id) {
@@ -228,6 +216,21 @@ impl EngineTask {
             tokio::task::yield_now().await;
         }
 
+        for id in report.accepted {
+            if let Some(subscriber) = self.subscribers.get(&id) {
+                let _ = subscriber.events.send(Event::Accepted);
+            }
+        }
+        for (id, full) in report.rejected {
+            tracing::debug!(
+                request_id = id,
+                waiting = full.waiting,
+                "rejected request, queue full"
+            );
+            if let Some(subscriber) = self.subscribers.remove(&id) {
+                let _ = subscriber.events.send(Event::Rejected(full));
+            }
+        }
         for (id, index) in report.tokens {
             if let Some(subscriber) = self.subscribers.get(&id)
                 && subscriber.stream_tokens

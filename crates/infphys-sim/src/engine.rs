@@ -18,7 +18,7 @@ use crate::preset::Physics;
 /// Identifier the caller assigns to a request; unique per engine.
 pub type RequestId = u64;
 
-/// A request as the engine sees it.
+/// Request as submitted to the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineRequest {
     /// Caller-assigned id used for aborts and results.
@@ -34,7 +34,7 @@ pub struct EngineRequest {
     pub fixed_output_tokens: Option<usize>,
 }
 
-/// Why a completion ended, as in the OpenAI `finish_reason`.
+/// Reason a completion ended, as in the OpenAI `finish_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// The model ended the reply before `max_tokens`.
@@ -64,7 +64,7 @@ pub struct Finished {
     pub enqueue_at: Duration,
     /// Virtual time of each output token; the last one is the finish time.
     pub token_times: Vec<Duration>,
-    /// Why the completion ended.
+    /// Reason the completion ended.
     pub finish_reason: FinishReason,
     /// How many times the request was preempted and recomputed.
     pub preemptions: u32,
@@ -83,16 +83,20 @@ pub struct StepReport {
     pub finished: Vec<Finished>,
     /// Requests preempted in this step; they wait again and recompute their KV cache.
     pub preempted: Vec<RequestId>,
+    /// Requests that finished their HTTP overhead and joined the waiting queue or the batch.
+    pub accepted: Vec<RequestId>,
+    /// Requests rejected because they would have waited behind a full bounded queue.
+    pub rejected: Vec<(RequestId, QueueFull)>,
     /// Tokens processed in the step (`N` of the step-time model).
     pub batch_tokens: usize,
     /// Sequences in the step (`B` of the step-time model).
     pub batch_seqs: usize,
 }
 
-/// Rejection of a request because the bounded waiting queue is full.
+/// Rejection of a request because the bounded waiting queue was full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull {
-    /// Number of requests waiting when the request arrived.
+    /// Number of requests already waiting when the request arrived.
     pub waiting: usize,
 }
 
@@ -101,7 +105,7 @@ pub struct QueueFull {
 pub struct EngineStats {
     /// Sequences holding a batch slot (`vllm:num_requests_running`).
     pub running: usize,
-    /// Requests queued, including those still in their HTTP overhead (`vllm:num_requests_waiting`).
+    /// Requests in the waiting queue, not counting those still in their HTTP overhead (`vllm:num_requests_waiting`).
     pub waiting: usize,
     /// Fraction of KV blocks in use, 0 to 1 (`vllm:gpu_cache_usage_perc`).
     pub kv_usage: f64,
@@ -125,6 +129,8 @@ struct Sequence {
     blocks: usize,
     token_times: Vec<Duration>,
     preemptions: u32,
+    /// False until the request has passed the bounded-queue check.
+    accepted: bool,
 }
 
 impl Sequence {
@@ -205,7 +211,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         EngineStats {
             running: self.running.len(),
-            waiting: self.waiting.len() + self.pending.len(),
+            waiting: self.waiting.len(),
             kv_usage: if self.total_blocks == 0 {
                 0.0
             } else {
@@ -235,15 +241,13 @@ impl Engine {
         self.now = self.now.max(time);
     }
 
-    /// Accepts a request, or rejects it when the bounded waiting queue is full.
+    /// Adds a request that joins the waiting queue at its `enqueue_at`.
     ///
-    /// The completion length is drawn here, in submission order.
-    pub fn submit(&mut self, request: EngineRequest) -> Result<(), QueueFull> {
-        let waiting = self.waiting.len() + self.pending.len();
-        if self.max_queue.is_some_and(|limit| waiting >= limit) {
-            return Err(QueueFull { waiting });
-        }
-
+    /// The completion length is drawn here, in submission order. The
+    /// bounded-queue check happens in the first step after `enqueue_at`,
+    /// which lists the request in [`StepReport::accepted`] or
+    /// [`StepReport::rejected`].
+    pub fn submit(&mut self, request: EngineRequest) {
         let max_tokens = request.max_tokens.max(1);
         let natural = match request.fixed_output_tokens {
             Some(tokens) => tokens.max(1),
@@ -266,6 +270,7 @@ impl Engine {
             blocks: 0,
             token_times: Vec::new(),
             preemptions: 0,
+            accepted: false,
         };
         // Arrivals come nearly in order, so the insertion point is almost always the back.
         let position = self
@@ -274,7 +279,6 @@ impl Engine {
             .rposition(|other| other.enqueue_at <= sequence.enqueue_at)
             .map_or(0, |index| index + 1);
         self.pending.insert(position, sequence);
-        Ok(())
     }
 
     /// Removes a request wherever it is and frees its batch slot and KV
@@ -297,12 +301,14 @@ impl Engine {
 
     /// Runs one step at the current virtual time and advances the clock to its end.
     ///
-    /// Order, as in the vLLM V1 scheduler: running sequences first (one
-    /// decode token each, or their next prefill chunk), preempting the most
-    /// recently admitted one whenever KV blocks run out; then, if nothing was
-    /// preempted, admissions from the head of the FIFO waiting queue while the
-    /// sequence limit, the step token budget and the free KV blocks allow.
-    /// A step with no work only moves queued arrivals and returns an empty report.
+    /// The order follows the vLLM V1 scheduler. Running sequences come
+    /// first, each with one decode token or its next prefill chunk, and the
+    /// most recently admitted one is preempted whenever KV blocks run out.
+    /// If nothing was preempted, requests are then admitted from the head of
+    /// the FIFO waiting queue while the sequence limit, the step token budget
+    /// and the free KV blocks allow. Last, new arrivals that would wait
+    /// behind `max_queue` others are rejected. A step with nothing to
+    /// schedule takes no time.
     pub fn step(&mut self) -> StepReport {
         self.admit_arrivals();
         let start = self.now;
@@ -318,6 +324,7 @@ impl Engine {
         if !preempted_any {
             self.schedule_waiting(&mut plan, &mut budget);
         }
+        self.enforce_queue_limit(&mut report);
         if plan.is_empty() {
             return report;
         }
@@ -351,6 +358,29 @@ impl Engine {
             }
             let sequence = self.pending.pop_front().expect("front exists");
             self.waiting.push_back(sequence);
+        }
+    }
+
+    /// Rejects the newest unaccepted arrivals beyond `max_queue` waiting
+    /// requests and accepts every other new arrival, scheduled or waiting.
+    fn enforce_queue_limit(&mut self, report: &mut StepReport) {
+        if let Some(limit) = self.max_queue {
+            while self.waiting.len() > limit
+                && self
+                    .waiting
+                    .back()
+                    .is_some_and(|sequence| !sequence.accepted)
+            {
+                let sequence = self.waiting.pop_back().expect("back exists");
+                let waiting = self.waiting.len().min(limit);
+                report.rejected.push((sequence.id, QueueFull { waiting }));
+            }
+        }
+        for sequence in self.running.iter_mut().chain(self.waiting.iter_mut()) {
+            if !sequence.accepted {
+                sequence.accepted = true;
+                report.accepted.push(sequence.id);
+            }
         }
     }
 
@@ -551,7 +581,7 @@ pub fn run_closed_loop(physics: &Physics, seed: u64, load: &ClosedLoop) -> Vec<L
                 enqueue_at: at + engine.physics().http_overhead,
                 fixed_output_tokens: None,
             };
-            engine.submit(request).expect("the queue is unbounded");
+            engine.submit(request);
             in_flight.push((id, at));
         };
 
@@ -667,7 +697,7 @@ mod tests {
     fn single_request_step_times_follow_formula() {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics.clone(), 0, None);
-        engine.submit(request(1, 32, 3, Duration::ZERO)).unwrap();
+        engine.submit(request(1, 32, 3, Duration::ZERO));
 
         let prefill = engine.step();
         let expected_prefill = physics.step_overhead
@@ -698,7 +728,7 @@ mod tests {
     fn compute_bound_step_uses_token_slope() {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics.clone(), 0, None);
-        engine.submit(request(1, 2000, 1, Duration::ZERO)).unwrap();
+        engine.submit(request(1, 2000, 1, Duration::ZERO));
         let step = engine.step();
         let compute = physics.per_token.mul_f64(2000.0);
         assert!(compute > physics.weight_stream);
@@ -714,9 +744,7 @@ mod tests {
         let physics = no_jitter(Preset::Classroom);
         let budget = physics.max_batched_tokens;
         let mut engine = Engine::new(physics, 0, None);
-        engine
-            .submit(request(1, budget * 2 + 10, 2, Duration::ZERO))
-            .unwrap();
+        engine.submit(request(1, budget * 2 + 10, 2, Duration::ZERO));
         assert!(engine.step().tokens.is_empty());
         assert!(engine.step().tokens.is_empty());
         let third = engine.step();
@@ -729,7 +757,7 @@ mod tests {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics, 0, None);
         for id in 0..6 {
-            engine.submit(request(id, 10, 5, Duration::ZERO)).unwrap();
+            engine.submit(request(id, 10, 5, Duration::ZERO));
         }
         engine.step();
         let stats = engine.stats();
@@ -750,8 +778,8 @@ mod tests {
         };
         let mut engine = Engine::new(physics, 0, None);
         // Two 16-token prompts fill 2 blocks; each needs 2 more blocks to finish.
-        engine.submit(request(1, 16, 30, Duration::ZERO)).unwrap();
-        engine.submit(request(2, 16, 30, Duration::ZERO)).unwrap();
+        engine.submit(request(1, 16, 30, Duration::ZERO));
+        engine.submit(request(2, 16, 30, Duration::ZERO));
         let finished = run_to_completion(&mut engine);
         assert_eq!(finished.len(), 2);
         assert!(engine.stats().preemptions_total >= 1);
@@ -768,9 +796,7 @@ mod tests {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics, 0, None);
         for id in 0..5 {
-            engine
-                .submit(request(id, 100, 1000, Duration::ZERO))
-                .unwrap();
+            engine.submit(request(id, 100, 1000, Duration::ZERO));
         }
         engine.step();
         assert!(engine.stats().kv_usage > 0.0);
@@ -791,12 +817,31 @@ mod tests {
     fn bounded_queue_rejects_when_full() {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics, 0, Some(2));
-        engine.submit(request(1, 10, 5, Duration::ZERO)).unwrap();
-        engine.submit(request(2, 10, 5, Duration::ZERO)).unwrap();
+        for id in 0..8 {
+            engine.submit(request(id, 10, 5, Duration::ZERO));
+        }
+        let report = engine.step();
+        let mut accepted = report.accepted.clone();
+        accepted.sort();
+        assert_eq!(accepted, vec![0, 1, 2, 3, 4, 5], "4 run and 2 wait");
+        assert_eq!(report.rejected.len(), 2);
+        for (id, full) in &report.rejected {
+            assert!(*id >= 6, "the newest arrivals are rejected");
+            assert_eq!(full.waiting, 2);
+        }
+
+        // A later arrival is rejected while 2 still wait, and accepted after they run.
+        engine.submit(request(8, 10, 5, engine.now()));
+        let report = engine.step();
         assert_eq!(
-            engine.submit(request(3, 10, 5, Duration::ZERO)),
-            Err(QueueFull { waiting: 2 })
+            report
+                .rejected
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
+            vec![8]
         );
+        assert_eq!(engine.stats().waiting, 2);
     }
 
     #[test]
@@ -804,7 +849,7 @@ mod tests {
         let physics = no_jitter(Preset::Classroom);
         let mut engine = Engine::new(physics, 0, None);
         let later = Duration::from_secs(5);
-        engine.submit(request(1, 10, 2, later)).unwrap();
+        engine.submit(request(1, 10, 2, later));
         assert!(!engine.has_work());
         assert_eq!(engine.next_arrival(), Some(later));
         engine.advance_to(later);
@@ -825,7 +870,7 @@ mod tests {
                     enqueue_at: Duration::from_millis(id * 250),
                     fixed_output_tokens: None,
                 };
-                engine.submit(request).unwrap();
+                engine.submit(request);
             }
             let mut finished = run_to_completion(&mut engine);
             finished.sort_by_key(|finished| finished.id);

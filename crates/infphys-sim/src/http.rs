@@ -565,7 +565,7 @@ async fn chat_completions(
         Some(Event::Rejected(full)) => {
             guard.disarm();
             return Err(ApiError::unavailable(format!(
-                "The server is overloaded: {} requests are already waiting, the configured max_queue. \
+                "The server is overloaded: the waiting queue is full (max_queue = {}). \
                  Retry later or lower the request rate.",
                 full.waiting
             )));

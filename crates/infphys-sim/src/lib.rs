@@ -2,10 +2,10 @@
 //! the physics of continuous batching on one GPU.
 //!
 //! Learners without a GPU point their load generators at this server and
-//! see the same effects as on a real one: a latency floor set by streaming
-//! the weights, throughput that grows with batch size and then saturates,
-//! queueing once the batch is full, tail latency that climbs, and timeouts
-//! under overload.
+//! see the effects of a real one. Streaming the weights sets a latency
+//! floor, and throughput grows with batch size until it saturates. Once the
+//! batch is full, requests queue, tail latency climbs, and overload ends in
+//! timeouts.
 //!
 //! # Modules
 //!

@@ -73,20 +73,21 @@ pub enum Preset {
     /// fp8 with at most 4 concurrent sequences, so that saturation, queueing
     /// and timeouts appear at the low concurrencies a laptop can drive.
     ///
-    /// The constants are estimates from first principles, not measurements:
-    /// 8 GB of fp8 weights at about 270 GB/s effective bandwidth take 30 ms
-    /// per step; 16 GFLOP per token at about 120 TFLOP/s effective fp8
-    /// throughput is 0.13 ms per token; a bf16 KV entry of 128 KiB per token
-    /// read at 300 GB/s costs 0.44 µs. The KV cache keeps about 7.5 GB
-    /// (60k tokens) after weights and activations. A 96-token reply takes
-    /// about 3 s alone.
+    /// The constants are estimates from first principles, not measurements.
+    /// Streaming 8 GB of fp8 weights at about 270 GB/s effective bandwidth
+    /// takes 30 ms per step. At 16 GFLOP per token and about 120 TFLOP/s
+    /// effective fp8 throughput, compute costs 0.13 ms per token. Reading a
+    /// bf16 KV entry of 128 KiB at 300 GB/s costs 0.44 µs per cached token.
+    /// The KV cache keeps about 7.5 GB (60k tokens) after weights and
+    /// activations. A 96-token reply takes about 3 s alone.
     #[default]
     Classroom,
     /// Llama-3.1-8B-Instruct on one H100 80GB SXM.
     ///
-    /// Fitted to NVIDIA's published NIM 1.8 latency-throughput table for
-    /// about 200 input and 200 output tokens: at concurrency 1, 25, 100 and
-    /// 200 it lists TTFT 10.3, 36, 120 and 465 ms, ITL 4.6, 5.2, 7.6 and
+    /// Fitted to the NIM 1.8.0 table for Llama-3.1-8b-instruct at
+    /// <https://docs.nvidia.com/nim/benchmarking/llm/1.0.0/performance>
+    /// (about 200 input and 200 output tokens). At concurrency 1, 25, 100
+    /// and 200 it lists TTFT 10.3, 36, 120 and 465 ms, ITL 4.6, 5.2, 7.6 and
     /// 12.7 ms, and 215, 4 679, 12 215 and 13 348 output tokens/s. The
     /// concurrency-1 ITL of 4.6 ms bounds one decode step, so the fitted
     /// weight-streaming time is 3.8 ms, below the 4.8 ms that 16 GB of bf16
@@ -106,11 +107,11 @@ pub enum Preset {
     /// Llama-3.1-8B-Instruct on one A100 80GB.
     ///
     /// An estimate scaled from [`Preset::H100`], not fitted to
-    /// measurements: memory-bound terms by the bandwidth ratio 3.35/2.0 TB/s
-    /// (weight streaming 6.4 ms, KV reads 42 ns per token) and compute terms
-    /// by the dense bf16 FLOP ratio 989/312 TFLOP/s, reduced for the higher
-    /// utilization A100 kernels reach (0.06 ms per token). The KV cache holds
-    /// about 400k tokens.
+    /// measurements. Memory-bound terms grow by the bandwidth ratio
+    /// 3.35/2.0 TB/s, giving 6.4 ms of weight streaming and 42 ns per cached
+    /// token. The compute slope grows by less than the dense bf16 FLOP ratio
+    /// 989/312 TFLOP/s, to 0.06 ms per token, because A100 kernels reach a
+    /// higher utilization. The KV cache holds about 400k tokens.
     A100,
 }
 
@@ -213,11 +214,11 @@ impl FromStr for Preset {
     type Err = SimError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
+        let requested = s.trim();
         Preset::all()
             .iter()
             .copied()
-            .find(|preset| preset.name().eq_ignore_ascii_case(wanted))
+            .find(|preset| preset.name().eq_ignore_ascii_case(requested))
             .ok_or_else(|| SimError::UnknownPreset {
                 name: s.to_string(),
             })

@@ -3,11 +3,12 @@
 /// Tokens added per chat message for the role and the template markers.
 pub(crate) const TOKENS_PER_MESSAGE: usize = 4;
 
-/// Estimates the prompt tokens of chat messages given as (role, content) pairs.
+/// Estimates the prompt tokens of chat messages from their text contents.
 ///
 /// Each message counts `ceil(chars / 4)` tokens for its content plus
-/// [`TOKENS_PER_MESSAGE`] for the template, which is close to the Llama 3
-/// tokenizer on English text. The result is at least 1.
+/// [`TOKENS_PER_MESSAGE`] for the role and template markers. Four
+/// characters per token is a common rule of thumb for English text, not the
+/// output of the model's tokenizer. The result is at least 1.
 pub(crate) fn estimate_prompt_tokens<'a>(contents: impl IntoIterator<Item = &'a str>) -> usize {
     contents
         .into_iter()

@@ -123,18 +123,26 @@ fn classroom_overload_times_out() {
     assert!(rates[3] > 0.2);
 }
 
+/// Published NIM 1.8 numbers for Llama-3.1-8B-Instruct on one H100 with
+/// about 200 input and 200 output tokens: concurrency, ITL, output tokens/s.
+const H100_PUBLISHED: [(usize, f64, f64); 4] = [
+    (1, 4.6e-3, 215.0),
+    (25, 5.2e-3, 4679.0),
+    (100, 7.6e-3, 12215.0),
+    (200, 12.7e-3, 13348.0),
+];
+
 #[test]
-fn h100_matches_published_shape() {
-    let physics = Preset::H100.physics();
-    for (concurrency, requests) in [(1, 20), (25, 200), (100, 600), (200, 1000)] {
+fn h100_matches_published_numbers() {
+    for (concurrency, published_itl, published_throughput) in H100_PUBLISHED {
         let load = ClosedLoop {
             concurrency,
-            requests,
+            requests: concurrency * 5,
             prompt_tokens: 200,
             max_tokens: 400,
             timeout: None,
         };
-        let mut physics = physics.clone();
+        let mut physics = Preset::H100.physics();
         // About 200 output tokens, with a little spread so the clients do not stay in lockstep.
         physics.output_len_median = 200.0;
         physics.output_len_sigma = 0.1;
@@ -143,5 +151,47 @@ fn h100_matches_published_shape() {
             "h100 c={concurrency:>3}: ttft {:.1?}, itl {:.2?}, {:.0} output tok/s",
             summary.mean_ttft, summary.mean_itl, summary.output_tokens_per_second
         );
+        let itl_ratio = summary.mean_itl.as_secs_f64() / published_itl;
+        let throughput_ratio = summary.output_tokens_per_second / published_throughput;
+        assert!(
+            (0.8..1.25).contains(&itl_ratio),
+            "ITL at {concurrency} is {itl_ratio:.2}x the published value"
+        );
+        assert!(
+            (0.8..1.25).contains(&throughput_ratio),
+            "throughput at {concurrency} is {throughput_ratio:.2}x the published value"
+        );
     }
+}
+
+#[test]
+fn classroom_lab_fits_in_25_minutes() {
+    let physics = Preset::Classroom.physics();
+    let sweep: Duration = [1, 2, 4, 8, 16]
+        .into_iter()
+        .map(|concurrency| {
+            summarize(&run_closed_loop(
+                &physics,
+                4,
+                &classroom_load(concurrency, 80, Some(Duration::from_secs(60))),
+            ))
+            .span
+        })
+        .sum();
+    let overload: Duration = [4, 8, 16, 32]
+        .into_iter()
+        .map(|concurrency| {
+            summarize(&run_closed_loop(
+                &physics,
+                5,
+                &classroom_load(concurrency, 60, Some(Duration::from_secs(5))),
+            ))
+            .span
+        })
+        .sum();
+    eprintln!(
+        "lab at time_scale 1: sweep {sweep:.0?}, overload {overload:.0?}, total {:.0?}",
+        sweep + overload
+    );
+    assert!(sweep + overload <= Duration::from_secs(25 * 60));
 }
