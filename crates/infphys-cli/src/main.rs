@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         std::env::set_var("POLARS_FMT_MAX_COLS", "-1");
         std::env::set_var("POLARS_FMT_MAX_ROWS", "40");
         std::env::set_var("POLARS_FMT_STR_LEN", "48");
+        std::env::set_var("POLARS_TABLE_WIDTH", "220");
         std::env::set_var("POLARS_FMT_TABLE_ROUNDED_CORNERS", "1");
     }
     init_tracing(&cli);

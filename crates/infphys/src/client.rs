@@ -229,6 +229,15 @@ impl Client {
 
         let result = match outcome {
             Ok((status, body)) => parse_reply(status, &body, latency, &url),
+            Err(failure) if failure.kind == ErrorKind::Timeout => Err(RequestFailure {
+                kind: failure.kind,
+                message: format!(
+                    "no complete response within the {} s timeout ({url})",
+                    request.timeout.as_secs_f64()
+                ),
+                status: failure.status,
+                latency,
+            }),
             Err(failure) => Err(RequestFailure {
                 kind: failure.kind,
                 message: format!("{} ({url})", failure.message),

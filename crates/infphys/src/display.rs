@@ -90,7 +90,7 @@ pub fn chart_div(plot: &Plot, id: &str) -> String {
 }
 
 /// Makes JSON safe inside a `<script>` element: `</script>` in a string would end it early.
-fn script_safe_json(json: &str) -> String {
+pub(crate) fn script_safe_json(json: &str) -> String {
     json.replace("</", "<\\/")
 }
 

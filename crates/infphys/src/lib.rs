@@ -13,6 +13,8 @@
 //! - [`frames`] and [`schema`]: polars DataFrames with the column names of [`schema`].
 //! - [`charts`]: one `plotly::Plot` builder per chart of the lab.
 //! - [`display`] and [`report`]: HTML tables and charts, and the offline lab report.
+//! - [`analysis`]: Little's law on a measured run.
+//! - [`notebook`]: display in the evcxr Jupyter kernel: tables as HTML, charts drawn offline.
 //! - [`lab`]: the lab's parameters, its preflight and a run of all four sections.
 //! - [`blocking`]: the same operations for code that is not async, such as notebook cells.
 //! - `files` (feature `files`): CSV and Parquet writers.
@@ -29,6 +31,7 @@
 
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod blocking;
 pub mod charts;
 pub mod client;
@@ -39,6 +42,7 @@ pub mod files;
 pub mod frames;
 pub mod lab;
 pub mod load;
+pub mod notebook;
 mod progress;
 pub mod report;
 pub mod schema;

@@ -1,0 +1,443 @@
+//! Notebook display for the evcxr Jupyter kernel: DataFrames as HTML tables, charts drawn with
+//! no network access, and the lab's parameters from the environment.
+//!
+//! # How evcxr displays a value
+//!
+//! When the last expression of a cell has a method named `evcxr_display`, evcxr calls it; with
+//! [`NotebookDisplay`] in scope, a [`DataFrame`], a [`Chart`] and [`PlotlyJs`] have one. The
+//! method prints one block per MIME type to stdout:
+//!
+//! ```text
+//! EVCXR_BEGIN_CONTENT text/html
+//! <table>...</table>
+//! EVCXR_END_CONTENT
+//! ```
+//!
+//! evcxr 0.22.0 collects every block that a cell prints into one map from MIME type to content
+//! and sends that map as the cell's single result once the cell finishes, after the stdout it
+//! streamed while running (`run_and_capture_output` in its `eval_context.rs`). Blocks printed back
+//! to back therefore become one output with several representations, which is what a chart
+//! needs. It also means that a cell shows at most one table or chart, because a second block of
+//! the same MIME type replaces the first. Content of a MIME type whose name contains `json` is
+//! parsed as JSON.
+//!
+//! # Charts with no network
+//!
+//! A plotly chart can reach the page in three ways, and each fails somewhere:
+//!
+//! - The Plotly MIME type `application/vnd.plotly.v1+json`, which `plotly::Plot::evcxr_display`
+//!   emits. JupyterLab draws it with the plotly.js that the Python `plotly` package's extension
+//!   ships, offline and even in a notebook that is not trusted. nbconvert has no renderer for it,
+//!   so an exported HTML page drops the chart.
+//! - HTML with plotly.js inline: it works everywhere, but plotly.js is 4.6 MB, so a lab with nine
+//!   charts would save a notebook of more than 40 MB.
+//! - HTML that loads plotly.js from a CDN (`plotly::Plot::notebook_display`): blank offline.
+//!
+//! This module combines the first two. [`PlotlyJs`], displayed once near the top of a notebook,
+//! emits plotly.js in a `<script>` element. Every [`Chart`] emits the Plotly MIME type together
+//! with a small HTML fallback: a `<div>` and a script that draws the figure into it when
+//! `window.Plotly` exists. JupyterLab prefers the Plotly MIME type; an exported HTML page runs
+//! the loader's script first and then each chart's. A notebook therefore carries plotly.js once,
+//! plus a few kilobytes per chart. JupyterLab runs the scripts of HTML outputs only in trusted
+//! notebooks (those executed in the browser session), so where neither renderer can draw, the
+//! fallback `<div>` shows a sentence that says what to do.
+//!
+//! The functions that build the payloads ([`MimeBundle::to_evcxr_protocol`], [`chart_bundle`],
+//! [`table_bundle`], [`plotly_js_bundle`]) return strings and print nothing; only
+//! [`NotebookDisplay::evcxr_display`] prints.
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use plotly::Plot;
+use polars::prelude::DataFrame;
+
+use crate::display::{escape_html, frame_to_html, plotly_js, script_safe_json};
+use crate::lab::LabParams;
+
+/// The MIME type of a plotly figure (`{"data": [...], "layout": {...}}`) in Jupyter.
+pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
+/// The MIME type of HTML output.
+pub const HTML_MIME: &str = "text/html";
+/// The MIME type of plain-text output.
+pub const TEXT_MIME: &str = "text/plain";
+
+/// The environment variable that selects [`LabParams::quick`] when set to `1`, `true` or `yes`.
+pub const QUICK_ENV: &str = "INFPHYS_QUICK";
+
+/// The line that opens a block of evcxr's display protocol, before the MIME type.
+const BEGIN_CONTENT: &str = "EVCXR_BEGIN_CONTENT";
+/// The line that closes a block of evcxr's display protocol.
+const END_CONTENT: &str = "EVCXR_END_CONTENT";
+
+/// The sentence a chart's HTML fallback shows until plotly.js draws over it.
+const CHART_MISSING_NOTE: &str = "This chart is drawn by plotly.js, which has not run here. \
+     Run the notebook's first cell, which loads plotly.js, and then this cell again; or trust \
+     the notebook in JupyterLab.";
+
+/// One output with several representations of the same value, keyed by MIME type, in the
+/// order a front end should prefer them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MimeBundle {
+    entries: Vec<(String, String)>,
+}
+
+impl MimeBundle {
+    /// An empty bundle.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a representation; a later one of the same MIME type replaces the earlier one, as
+    /// evcxr does.
+    pub fn with(mut self, mime: &str, content: impl Into<String>) -> Self {
+        let content = content.into();
+        match self.entries.iter_mut().find(|(m, _)| m == mime) {
+            Some(entry) => entry.1 = content,
+            None => self.entries.push((mime.to_owned(), content)),
+        }
+        self
+    }
+
+    /// The content of `mime`, if the bundle has it.
+    pub fn get(&self, mime: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(m, _)| m == mime)
+            .map(|(_, content)| content.as_str())
+    }
+
+    /// The MIME types in the bundle, in order.
+    pub fn mime_types(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(mime, _)| mime.as_str())
+    }
+
+    /// Renders the bundle in evcxr's display protocol: one `EVCXR_BEGIN_CONTENT` block per MIME
+    /// type, each closed by an `EVCXR_END_CONTENT` line.
+    ///
+    /// evcxr ends a block at the first line that is exactly `EVCXR_END_CONTENT`, so such a line
+    /// inside the content gets a trailing space.
+    pub fn to_evcxr_protocol(&self) -> String {
+        let mut out = String::new();
+        for (mime, content) in &self.entries {
+            out.push_str(BEGIN_CONTENT);
+            out.push(' ');
+            out.push_str(mime);
+            out.push('\n');
+            for line in content.lines() {
+                out.push_str(line);
+                if line == END_CONTENT {
+                    out.push(' ');
+                }
+                out.push('\n');
+            }
+            out.push_str(END_CONTENT);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// A value that a Jupyter front end can show richly.
+///
+/// Bring the trait into scope (`use infphys::notebook::NotebookDisplay;`) and evcxr shows a
+/// cell's last expression through [`NotebookDisplay::evcxr_display`].
+pub trait NotebookDisplay {
+    /// The representations of `self`.
+    fn mime_bundle(&self) -> MimeBundle;
+
+    /// Prints [`NotebookDisplay::mime_bundle`] in evcxr's display protocol.
+    fn evcxr_display(&self) {
+        let payload = self.mime_bundle().to_evcxr_protocol();
+        let mut out = std::io::stdout().lock();
+        // A closed stdout means nobody is there to show the output to.
+        let _ = out.write_all(payload.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// Builds a table's bundle: the HTML table of [`frame_to_html`] and polars' text rendering.
+pub fn table_bundle(df: &DataFrame) -> MimeBundle {
+    let html = format!(
+        "<div class=\"infphys-table-wrap\" style=\"overflow-x:auto\">\n{}\n</div>",
+        frame_to_html(df)
+    );
+    MimeBundle::new()
+        .with(HTML_MIME, html)
+        .with(TEXT_MIME, df.to_string())
+}
+
+impl NotebookDisplay for DataFrame {
+    fn mime_bundle(&self) -> MimeBundle {
+        table_bundle(self)
+    }
+}
+
+/// A plotly chart to show in a notebook, with a fallback for pages without the Plotly renderer;
+/// see the module documentation.
+///
+/// `plotly::Plot` has an `evcxr_display` method of its own, which emits only the Plotly MIME
+/// type, so a chart is wrapped before it is shown: `Chart(charts::latency_box(&df, "...")?)`.
+#[derive(Clone)]
+pub struct Chart(pub Plot);
+
+impl From<Plot> for Chart {
+    fn from(plot: Plot) -> Self {
+        Self(plot)
+    }
+}
+
+impl NotebookDisplay for Chart {
+    fn mime_bundle(&self) -> MimeBundle {
+        chart_bundle(&self.0, &next_chart_id())
+    }
+}
+
+/// Builds a chart's bundle: the figure as Plotly JSON, and HTML that draws the same figure into
+/// a `<div id="{id}">` with the page's plotly.js, or shows a sentence saying how to get it.
+pub fn chart_bundle(plot: &Plot, id: &str) -> MimeBundle {
+    let json = plot.to_json();
+    let id = escape_html(id);
+    let html = format!(
+        "<div id=\"{id}\" class=\"infphys-chart\" style=\"min-height:420px;width:100%\">\
+         <p style=\"color:#888\">{CHART_MISSING_NOTE}</p></div>\n\
+         <script type=\"text/javascript\">\n\
+         (function () {{\n\
+         var div = document.getElementById(\"{id}\");\n\
+         if (!div || !window.Plotly) {{ return; }}\n\
+         div.innerHTML = \"\";\n\
+         window.Plotly.newPlot(div, {figure});\n\
+         }})();\n\
+         </script>",
+        figure = script_safe_json(&json),
+    );
+    MimeBundle::new()
+        .with(PLOTLY_MIME, json)
+        .with(HTML_MIME, html)
+        .with(TEXT_MIME, format!("chart {}", chart_title(plot)))
+}
+
+/// The chart's title, or `(untitled)`.
+fn chart_title(plot: &Plot) -> String {
+    let figure: serde_json::Value = serde_json::from_str(&plot.to_json()).unwrap_or_default();
+    let title = &figure["layout"]["title"];
+    title["text"]
+        .as_str()
+        .or_else(|| title.as_str())
+        .unwrap_or("(untitled)")
+        .to_owned()
+}
+
+/// A fresh `id` for a chart's `<div>`, unique within this process and, through the process's
+/// start time, across the kernel sessions whose outputs share one saved notebook.
+fn next_chart_id() -> String {
+    static SESSION: OnceLock<u128> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let session = SESSION.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("infphys-chart-{session:x}-{n}")
+}
+
+/// plotly.js, loaded once per notebook so that every [`Chart`]'s HTML fallback can draw; see the
+/// module documentation. Display it as the last expression of the notebook's first cell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlotlyJs;
+
+impl NotebookDisplay for PlotlyJs {
+    fn mime_bundle(&self) -> MimeBundle {
+        plotly_js_bundle()
+    }
+}
+
+/// Builds the loader's bundle: plotly.js in a `<script>` element and a line that says it is
+/// loaded, as HTML and as text.
+pub fn plotly_js_bundle() -> MimeBundle {
+    let js = plotly_js();
+    let note = format!(
+        "plotly.js {} is loaded for this notebook's charts, with no network access.",
+        plotly_js_version(js)
+    );
+    let html = format!(
+        "<script type=\"text/javascript\">\n{}\n</script>\n<p class=\"infphys-plotly-loaded\">{}</p>",
+        js.replace("</script", "<\\/script"),
+        escape_html(&note)
+    );
+    MimeBundle::new()
+        .with(HTML_MIME, html)
+        .with(TEXT_MIME, note)
+}
+
+/// The version in plotly.js's banner comment (`plotly.js v3.0.1`), or `(unknown version)`.
+fn plotly_js_version(js: &str) -> &str {
+    js.find("plotly.js v")
+        .map(|start| &js[start + "plotly.js ".len()..])
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("(unknown version)")
+}
+
+/// The lab's parameters: [`LabParams::quick`] when `INFPHYS_QUICK` is `1`, `true` or `yes`,
+/// otherwise [`LabParams::default`], the original lab's values.
+pub fn lab_params() -> LabParams {
+    lab_params_for(std::env::var(QUICK_ENV).ok().as_deref())
+}
+
+/// The lab's parameters for a value of `INFPHYS_QUICK`; see [`lab_params`].
+pub fn lab_params_for(quick: Option<&str>) -> LabParams {
+    let quick = quick.map(|v| v.trim().to_ascii_lowercase());
+    match quick.as_deref() {
+        Some("1" | "true" | "yes") => LabParams::quick(),
+        _ => LabParams::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plotly::{Layout, Scatter};
+    use polars::prelude::*;
+
+    use super::*;
+
+    fn sample_plot() -> Plot {
+        let mut plot = Plot::new();
+        plot.add_trace(Scatter::new(vec![1, 2, 4], vec![0.5, 0.7, 1.9]).name("p95_s"));
+        plot.set_layout(Layout::new().title("Latency </script> vs concurrency"));
+        plot
+    }
+
+    #[test]
+    fn protocol_wraps_each_mime_type() {
+        let bundle = MimeBundle::new()
+            .with(HTML_MIME, "<b>x</b>\n<i>y</i>")
+            .with(TEXT_MIME, "x y");
+        assert_eq!(
+            bundle.to_evcxr_protocol(),
+            "EVCXR_BEGIN_CONTENT text/html\n<b>x</b>\n<i>y</i>\nEVCXR_END_CONTENT\n\
+             EVCXR_BEGIN_CONTENT text/plain\nx y\nEVCXR_END_CONTENT\n"
+        );
+    }
+
+    #[test]
+    fn protocol_escapes_end_marker_in_content() {
+        let bundle = MimeBundle::new().with(TEXT_MIME, "a\nEVCXR_END_CONTENT\nb");
+        let protocol = bundle.to_evcxr_protocol();
+        let bare_markers = protocol
+            .lines()
+            .filter(|line| *line == "EVCXR_END_CONTENT")
+            .count();
+        assert_eq!(bare_markers, 1, "{protocol}");
+        assert!(protocol.contains("\nEVCXR_END_CONTENT \nb\n"), "{protocol}");
+    }
+
+    #[test]
+    fn bundle_replaces_same_mime_type() {
+        let bundle = MimeBundle::new()
+            .with(TEXT_MIME, "first")
+            .with(HTML_MIME, "<p>")
+            .with(TEXT_MIME, "second");
+        assert_eq!(bundle.get(TEXT_MIME), Some("second"));
+        assert_eq!(
+            bundle.mime_types().collect::<Vec<_>>(),
+            [TEXT_MIME, HTML_MIME]
+        );
+    }
+
+    #[test]
+    fn table_bundle_has_html_and_text() {
+        let df = df!("concurrency" => [1u32, 8], "p95_s" => [0.51, 2.25]).unwrap();
+        let bundle = table_bundle(&df);
+        let html = bundle.get(HTML_MIME).unwrap();
+        assert!(
+            html.contains("<th>concurrency</th><th>p95_s</th>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>8</td><td>2.2500</td>"), "{html}");
+        assert!(bundle.get(TEXT_MIME).unwrap().contains("p95_s"));
+        assert_eq!(bundle.get(PLOTLY_MIME), None);
+    }
+
+    #[test]
+    fn chart_bundle_carries_json_and_fallback() {
+        let plot = sample_plot();
+        let bundle = chart_bundle(&plot, "chart-7");
+
+        let json: serde_json::Value =
+            serde_json::from_str(bundle.get(PLOTLY_MIME).unwrap()).unwrap();
+        assert_eq!(json["data"][0]["name"], "p95_s");
+        assert_eq!(json["data"][0]["x"], serde_json::json!([1, 2, 4]));
+
+        let html = bundle.get(HTML_MIME).unwrap();
+        assert!(html.contains("<div id=\"chart-7\""), "{html}");
+        assert!(html.contains("getElementById(\"chart-7\")"), "{html}");
+        assert!(html.contains("if (!div || !window.Plotly)"), "{html}");
+        assert!(html.contains("Plotly.newPlot(div, {\"data\""), "{html}");
+        assert!(html.contains(CHART_MISSING_NOTE), "{html}");
+        assert_eq!(
+            bundle.get(TEXT_MIME),
+            Some("chart Latency </script> vs concurrency")
+        );
+    }
+
+    #[test]
+    fn chart_html_cannot_close_its_script() {
+        let bundle = chart_bundle(&sample_plot(), "c");
+        let html = bundle.get(HTML_MIME).unwrap();
+        assert_eq!(html.matches("</script>").count(), 1, "{html}");
+        assert!(
+            html.contains("Latency <\\/script> vs concurrency"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn chart_html_loads_nothing_from_network() {
+        let html = chart_bundle(&sample_plot(), "c")
+            .get(HTML_MIME)
+            .unwrap()
+            .to_owned();
+        assert!(!html.contains("src="), "{html}");
+        assert!(!html.contains("http"), "{html}");
+    }
+
+    #[test]
+    fn chart_ids_differ() {
+        assert_ne!(next_chart_id(), next_chart_id());
+    }
+
+    #[test]
+    fn plotly_js_bundle_embeds_library_once() {
+        let bundle = plotly_js_bundle();
+        let html = bundle.get(HTML_MIME).unwrap();
+        assert!(html.starts_with("<script type=\"text/javascript\">\n"));
+        assert_eq!(html.matches("</script>").count(), 1);
+        assert!(!html.contains("<script src"), "the loader must not fetch");
+        assert!(html.len() > plotly_js().len());
+        assert!(html.len() < plotly_js().len() + 1_000);
+        let text = bundle.get(TEXT_MIME).unwrap();
+        assert!(text.starts_with("plotly.js v3."), "{text}");
+    }
+
+    #[test]
+    fn version_read_from_banner() {
+        assert_eq!(
+            plotly_js_version("/**\n* plotly.js v3.0.1\n* Copyright"),
+            "v3.0.1"
+        );
+        assert_eq!(plotly_js_version("var x;"), "(unknown version)");
+    }
+
+    #[test]
+    fn quick_params_selected_by_env_value() {
+        assert_eq!(lab_params_for(None), LabParams::default());
+        assert_eq!(lab_params_for(Some("0")), LabParams::default());
+        assert_eq!(lab_params_for(Some("")), LabParams::default());
+        for yes in ["1", "true", "YES", " yes "] {
+            assert_eq!(lab_params_for(Some(yes)), LabParams::quick(), "{yes:?}");
+        }
+    }
+}
