@@ -77,6 +77,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        tracing::debug!(status = self.status.as_u16(), param = ?self.param, message = %self.message, "rejected request");
         let body = json!({
             "error": {
                 "message": self.message,

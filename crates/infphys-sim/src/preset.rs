@@ -90,9 +90,9 @@ pub enum Preset {
     /// and 200 it lists TTFT 10.3, 36, 120 and 465 ms, ITL 4.6, 5.2, 7.6 and
     /// 12.7 ms, and 215, 4 679, 12 215 and 13 348 output tokens/s. The
     /// concurrency-1 ITL of 4.6 ms bounds one decode step, so the fitted
-    /// weight-streaming time is 3.8 ms, below the 4.8 ms that 16 GB of bf16
-    /// weights at 3.35 TB/s would need; the per-token KV read of 25 ns is
-    /// likewise faster than a 128 KiB bf16 entry allows. The published
+    /// weight-streaming time is 3.8 ms. That is below the 4.8 ms that 16 GB
+    /// of bf16 weights at 3.35 TB/s would need. The fitted KV read of 25 ns
+    /// per cached token is likewise faster than a 128 KiB bf16 entry allows. The published
     /// profile therefore probably used fp8 weights or an fp8 KV cache, and
     /// these constants reproduce its numbers rather than a bf16 bound. The
     /// compute slope of 0.025 ms per token is 16 GFLOP per token at about

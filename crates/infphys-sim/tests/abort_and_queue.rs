@@ -152,3 +152,55 @@ async fn full_queue_returns_503() {
     .await;
     assert_eq!(running, 0.0, "disconnected clients still hold batch slots");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_disconnect_aborts_request() {
+    use futures_util::StreamExt;
+
+    const TIME_SCALE: f64 = 20.0;
+    let server = infphys_sim::spawn(long_reply_config(TIME_SCALE)).unwrap();
+    let base_url = server.base_url().to_string();
+    let client = reqwest::Client::new();
+
+    let mut body = common::lab_body(4000);
+    body["stream"] = json!(true);
+    let response = client
+        .post(format!("{base_url}/v1/chat/completions"))
+        .json(&body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Read until a few tokens have arrived, then hang up.
+    let mut chunks = response.bytes_stream();
+    let mut received = String::new();
+    while received.matches("data: ").count() < 4 {
+        let chunk = chunks.next().await.expect("stream ended early").unwrap();
+        received.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert_eq!(
+        common::metric(&client, &base_url, "vllm:num_requests_running").await,
+        1.0
+    );
+    drop(chunks);
+
+    let limit = Duration::from_secs(5);
+    let running = common::wait_for_metric(
+        &client,
+        &base_url,
+        "vllm:num_requests_running",
+        limit,
+        |value| value == 0.0,
+    )
+    .await;
+    assert_eq!(
+        running, 0.0,
+        "the streamed request still holds its batch slot"
+    );
+    assert_eq!(
+        common::metric(&client, &base_url, "vllm:gpu_cache_usage_perc").await,
+        0.0
+    );
+}
