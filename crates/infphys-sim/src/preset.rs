@@ -92,17 +92,17 @@ pub enum Preset {
     /// concurrency-1 ITL of 4.6 ms bounds one decode step, so the fitted
     /// weight-streaming time is 3.8 ms. That is below the 4.8 ms that 16 GB
     /// of bf16 weights at 3.35 TB/s would need. The fitted KV read of 25 ns
-    /// per cached token is likewise faster than a 128 KiB bf16 entry allows. The published
-    /// profile therefore probably used fp8 weights or an fp8 KV cache, and
-    /// these constants reproduce its numbers rather than a bf16 bound. The
-    /// compute slope of 0.025 ms per token is 16 GFLOP per token at about
-    /// 640 TFLOP/s. The KV cache holds about 430k tokens.
+    /// per cached token is likewise faster than a 128 KiB bf16 entry allows.
+    /// The published profile therefore probably used fp8 weights or an fp8
+    /// KV cache, and these constants reproduce its numbers rather than a bf16
+    /// bound. The compute slope of 0.025 ms per token is 16 GFLOP per token
+    /// at about 640 TFLOP/s. The KV cache holds about 430k tokens.
     ///
-    /// In virtual closed-loop runs with 200 prompt tokens and about 200
-    /// output tokens, the model gives TTFT 9, 27, 78 and 154 ms, ITL 4.6,
-    /// 5.1, 7.6 and 12.4 ms, and 216, 4 515, 11 744 and 14 443 output
-    /// tokens/s at the same concurrencies. The TTFT at 200 stays well below
-    /// the published 465 ms.
+    /// The test `h100_matches_published_numbers` runs virtual closed loops
+    /// with 200 prompt tokens and about 200 output tokens. At the same
+    /// concurrencies the model gives TTFT 9, 36, 89 and 154 ms, ITL 4.6,
+    /// 5.1, 7.6 and 12.4 ms, and 216, 4 328, 11 555 and 14 443 output
+    /// tokens/s. The TTFT at 200 stays well below the published 465 ms.
     H100,
     /// Llama-3.1-8B-Instruct on one A100 80GB.
     ///
