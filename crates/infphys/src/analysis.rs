@@ -98,13 +98,9 @@ mod tests {
             scheduled: Duration::from_secs_f64(sent),
             sent: Duration::from_secs_f64(sent),
             latency: Duration::from_secs_f64(latency),
-            ttft: None,
-            error_kind: None,
-            error_message: None,
             http_status: Some(200),
-            prompt_tokens: None,
-            completion_tokens: None,
             output_chars: 1,
+            ..RequestRecord::default()
         }
     }
 

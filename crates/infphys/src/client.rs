@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::stream::StreamTiming;
 use crate::target::Target;
 
 /// Largest response body the client reads; a larger one fails as [`ErrorKind::Decode`] instead
@@ -72,6 +73,8 @@ pub struct ChatRequest {
     pub temperature: f64,
     /// Client timeout for the whole request, in server time (see [`Target::time_scale`]).
     pub timeout: Duration,
+    /// Whether to stream the response as server-sent events, asking for a usage chunk.
+    pub stream: bool,
 }
 
 impl ChatRequest {
@@ -83,7 +86,15 @@ impl ChatRequest {
             max_tokens,
             temperature: 0.0,
             timeout: Duration::from_secs(60),
+            stream: false,
         }
+    }
+
+    /// Asks for a streamed response, which measures time to first token and inter-token
+    /// latency.
+    pub fn streaming(mut self) -> Self {
+        self.stream = true;
+        self
     }
 
     /// Sets the temperature.
@@ -100,7 +111,7 @@ impl ChatRequest {
 
     /// The JSON body sent for this request.
     pub fn body(&self, model: &str) -> Value {
-        json!({
+        let mut body = json!({
             "model": model,
             "messages": [
                 {"role": "system", "content": self.system},
@@ -108,7 +119,12 @@ impl ChatRequest {
             ],
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
-        })
+        });
+        if self.stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        body
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -154,6 +170,8 @@ pub struct ChatReply {
     pub status: u16,
     /// Token counts, when the server reported them.
     pub usage: Option<Usage>,
+    /// Timing of a streamed response; `None` for a non-streaming request.
+    pub stream: Option<StreamTiming>,
 }
 
 /// A failed chat completion.
@@ -168,6 +186,9 @@ pub struct RequestFailure {
     pub status: Option<u16>,
     /// From just before the request was sent to the failure, in server time.
     pub latency: Duration,
+    /// What a stream delivered before it failed, when the request was streamed and the
+    /// response had started.
+    pub stream: Option<StreamTiming>,
 }
 
 /// The outcome of one request with the instant it was sent, for load generators.
@@ -224,6 +245,11 @@ impl Client {
         // The clock starts before the request is handed to the pool, so connection set-up and
         // any wait for a free connection count as latency.
         let sent_at = Instant::now();
+        if request.stream {
+            let result =
+                crate::stream::run(builder, sent_at, &self.target, &url, request.timeout).await;
+            return Attempt { sent_at, result };
+        }
         let outcome = send_and_read(builder).await;
         let latency = self.target.to_server_time(sent_at.elapsed());
 
@@ -237,19 +263,21 @@ impl Client {
                 ),
                 status: failure.status,
                 latency,
+                stream: None,
             }),
             Err(failure) => Err(RequestFailure {
                 kind: failure.kind,
                 message: format!("{} ({url})", failure.message),
                 status: failure.status,
                 latency,
+                stream: None,
             }),
         };
         Attempt { sent_at, result }
     }
 }
 
-struct TransportFailure {
+pub(crate) struct TransportFailure {
     kind: ErrorKind,
     message: String,
     status: Option<u16>,
@@ -264,7 +292,19 @@ async fn send_and_read(
         status: None,
     })?;
     let status = response.status().as_u16();
+    read_capped(&mut response)
+        .await
+        .map(|body| (status, body))
+        .map_err(|mut failure| {
+            failure.status = Some(status);
+            failure
+        })
+}
 
+/// Reads a whole response body, failing once it passes [`MAX_BODY_BYTES`].
+pub(crate) async fn read_capped(
+    response: &mut reqwest::Response,
+) -> Result<Vec<u8>, TransportFailure> {
     let mut body = Vec::new();
     loop {
         match response.chunk().await {
@@ -273,12 +313,12 @@ async fn send_and_read(
                     return Err(TransportFailure {
                         kind: ErrorKind::Decode,
                         message: format!("response body exceeds {MAX_BODY_BYTES} bytes"),
-                        status: Some(status),
+                        status: None,
                     });
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok((status, body)),
+            Ok(None) => return Ok(body),
             Err(e) => {
                 return Err(TransportFailure {
                     kind: classify(&e),
@@ -286,14 +326,14 @@ async fn send_and_read(
                         "failed to read the response body: {}",
                         describe_reqwest_error(&e)
                     ),
-                    status: Some(status),
+                    status: None,
                 });
             }
         }
     }
 }
 
-fn classify(error: &reqwest::Error) -> ErrorKind {
+pub(crate) fn classify(error: &reqwest::Error) -> ErrorKind {
     if error.is_timeout() {
         ErrorKind::Timeout
     } else if error.is_decode() {
@@ -341,6 +381,7 @@ fn parse_reply(
         message: format!("{message} ({url})"),
         status: Some(status),
         latency,
+        stream: None,
     };
 
     if !(200..300).contains(&status) {
@@ -397,11 +438,12 @@ fn parse_reply(
         latency,
         status,
         usage,
+        stream: None,
     })
 }
 
 /// The server's error message when the body is an OpenAI-style error, else the start of the body.
-fn error_excerpt(body: &[u8]) -> String {
+pub(crate) fn error_excerpt(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|json| {

@@ -81,6 +81,15 @@ pub fn requests_frame(records: &[RequestRecord], target: &str) -> PolarsResult<D
         ),
         column(TARGET, Series::new("".into(), vec![target; records.len()])),
         column(ERROR_MESSAGE, series_opt_str(&|r| r.error_message.clone())),
+        column(TTFC_S, series_opt_f64(&|r| seconds(r.ttfc))),
+        column(TPOT_S, series_opt_f64(&|r| seconds(r.tpot))),
+        column(
+            ITL_BASIS,
+            series_opt_str(&|r| r.itl_basis.map(|b| b.as_str().to_owned())),
+        ),
+        column(TOKEN_CHUNKS, series_opt_u32(&|r| r.token_chunks)),
+        column(OUTPUT_TOKENS, series_opt_u32(&|r| r.output_tokens)),
+        column(CLOSE_S, series_opt_f64(&|r| seconds(r.close))),
     ])
 }
 
@@ -164,6 +173,13 @@ pub fn load_summary_frame(summaries: &[LoadSummary], target: &str) -> PolarsResu
                 .collect::<Vec<_>>(),
         ),
         Column::new(TARGET.into(), vec![target; summaries.len()]),
+        Column::new(P50_WITH_FAILURES_S.into(), get(&|s| s.with_failures_s[0])),
+        Column::new(P95_WITH_FAILURES_S.into(), get(&|s| s.with_failures_s[1])),
+        Column::new(P99_WITH_FAILURES_S.into(), get(&|s| s.with_failures_s[2])),
+        Column::new(TTFT_P50_S.into(), get(&|s| seconds(s.ttft.p50))),
+        Column::new(TTFT_P95_S.into(), get(&|s| seconds(s.ttft.p95))),
+        Column::new(ITL_P50_S.into(), get(&|s| seconds(s.tpot.p50))),
+        Column::new(OUTPUT_TOK_PER_S.into(), get(&|s| s.output_tokens_per_s)),
     ])
 }
 

@@ -7,6 +7,8 @@
 //!   and a bearer key, with the built-in simulator as a fallback.
 //! - [`client`]: one chat completion at a time over a shared connection pool, timed from just
 //!   before sending to the last byte; failures carry an [`ErrorKind`].
+//! - [`stream`] and [`sse`]: streamed responses, timed per token: time to first token,
+//!   time per output token, and the stream's own failure kinds.
 //! - [`load`]: the closed loop ([`run_load`]), concurrency sweeps, the sequential baseline and the
 //!   token-budget grid; every request becomes a [`RequestRecord`].
 //! - [`stats`]: percentiles (numpy's linear interpolation) and latency summaries.
@@ -46,7 +48,9 @@ pub mod notebook;
 mod progress;
 pub mod report;
 pub mod schema;
+pub mod sse;
 pub mod stats;
+pub mod stream;
 pub mod target;
 
 pub use client::{ChatReply, ChatRequest, Client, ErrorKind, RequestFailure, Usage};

@@ -14,9 +14,10 @@ use crate::client::{Attempt, ChatRequest, Client, ErrorKind, validate_timeout};
 use crate::error::{Result, invalid};
 use crate::progress::{Meter, Progress};
 use crate::stats::LatencyStats;
+use crate::stream::{ItlBasis, StreamTiming};
 
 /// One request's measurement, a row of the per-request frame.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RequestRecord {
     /// Sequence number within its run, from 0.
     pub request_id: u64,
@@ -30,6 +31,19 @@ pub struct RequestRecord {
     pub latency: Duration,
     /// Time to the first token, for streaming requests.
     pub ttft: Option<Duration>,
+    /// Time to the first content token, for streaming requests; later than `ttft` when the
+    /// model streams reasoning first.
+    pub ttfc: Option<Duration>,
+    /// Mean time per output token after the first, for streaming requests.
+    pub tpot: Option<Duration>,
+    /// Whether `tpot` counts tokens (from `usage`) or chunks, for streaming requests.
+    pub itl_basis: Option<ItlBasis>,
+    /// Chunks that carried text, for streaming requests.
+    pub token_chunks: Option<u32>,
+    /// Tokens received: `usage.completion_tokens` when reported, else the chunks counted.
+    pub output_tokens: Option<u32>,
+    /// Time until the stream closed, for streaming requests.
+    pub close: Option<Duration>,
     /// Why the request failed; `None` when it succeeded.
     pub error_kind: Option<ErrorKind>,
     /// The failure's message; `None` when it succeeded.
@@ -62,14 +76,7 @@ impl RequestRecord {
             concurrency,
             scheduled,
             sent,
-            latency: Duration::ZERO,
-            ttft: None,
-            error_kind: None,
-            error_message: None,
-            http_status: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            output_chars: 0,
+            ..Self::default()
         };
         match attempt.result {
             Ok(reply) => {
@@ -80,15 +87,32 @@ impl RequestRecord {
                     record.prompt_tokens = usage.prompt_tokens;
                     record.completion_tokens = usage.completion_tokens;
                 }
+                record.output_tokens = record.completion_tokens;
+                if let Some(timing) = reply.stream {
+                    record.set_stream(&timing);
+                }
             }
             Err(failure) => {
                 record.latency = failure.latency;
                 record.http_status = failure.status;
                 record.error_kind = Some(failure.kind);
                 record.error_message = Some(failure.message);
+                if let Some(timing) = failure.stream {
+                    record.set_stream(&timing);
+                }
             }
         }
         record
+    }
+
+    fn set_stream(&mut self, timing: &StreamTiming) {
+        self.ttft = timing.ttft;
+        self.ttfc = timing.ttfc;
+        self.tpot = timing.tpot;
+        self.itl_basis = Some(timing.itl_basis);
+        self.token_chunks = Some(timing.token_chunks);
+        self.output_tokens = Some(timing.output_tokens);
+        self.close = Some(timing.close);
     }
 }
 
@@ -166,6 +190,16 @@ pub struct LoadSummary {
     pub err: usize,
     /// The first failure's kind and message.
     pub sample_error: Option<String>,
+    /// p50, p95 and p99 latency with every failure counted as infinitely slow, in seconds;
+    /// `f64::INFINITY` when the percentile falls among the failures.
+    pub with_failures_s: [Option<f64>; 3],
+    /// Time to first token of the successful streamed requests.
+    pub ttft: LatencyStats,
+    /// Time per output token of the successful streamed requests (one value per request).
+    pub tpot: LatencyStats,
+    /// Output tokens of the successful requests per second of `wall`; tokens come from
+    /// `usage`, or from the chunks of a stream without usage.
+    pub output_tokens_per_s: Option<f64>,
 }
 
 impl LoadRun {
@@ -195,6 +229,16 @@ impl LoadRun {
                 format!("{kind}: {}", r.error_message.as_deref().unwrap_or(""))
             });
 
+        let mut ok_sorted: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+        ok_sorted.sort_by(f64::total_cmp);
+        let with_failures = |p: f64| crate::stats::percentile_with_failures(&ok_sorted, err, p);
+        let ok_records = || self.records.iter().filter(|r| r.ok());
+        let ttfts: Vec<Duration> = ok_records().filter_map(|r| r.ttft).collect();
+        let tpots: Vec<Duration> = ok_records().filter_map(|r| r.tpot).collect();
+        let tokens: Vec<u32> = ok_records().filter_map(|r| r.output_tokens).collect();
+        let output_tokens_per_s = (!tokens.is_empty() && wall_s > 0.0)
+            .then(|| tokens.iter().map(|&t| f64::from(t)).sum::<f64>() / wall_s);
+
         LoadSummary {
             concurrency: self.concurrency,
             total_requests: self.total_requests,
@@ -214,6 +258,14 @@ impl LoadRun {
             ok: latencies.len(),
             err,
             sample_error,
+            with_failures_s: [
+                with_failures(50.0),
+                with_failures(95.0),
+                with_failures(99.0),
+            ],
+            ttft: LatencyStats::from_latencies(&ttfts),
+            tpot: LatencyStats::from_latencies(&tpots),
+            output_tokens_per_s,
         }
     }
 }

@@ -17,6 +17,22 @@ pub const SENT_S: &str = "sent_s";
 pub const LATENCY_S: &str = "latency_s";
 /// Seconds to the first token; null for non-streaming requests, which cannot observe it.
 pub const TTFT_S: &str = "ttft_s";
+/// Seconds to the first content token (after any reasoning); null for non-streaming requests.
+pub const TTFC_S: &str = "ttfc_s";
+/// Mean seconds per output token after the first, (last − first token) / (tokens − 1); null
+/// for non-streaming requests.
+pub const TPOT_S: &str = "tpot_s";
+/// `token` when `tpot_s` divides by the token count the server reported, `chunk` when it
+/// divides by the number of text chunks because no usage arrived.
+pub const ITL_BASIS: &str = "itl_basis";
+/// Stream chunks that carried text; null for non-streaming requests.
+pub const TOKEN_CHUNKS: &str = "token_chunks";
+/// Tokens received: the server's completion-token count, or the chunks counted in a stream
+/// without usage.
+pub const OUTPUT_TOKENS: &str = "output_tokens";
+/// Seconds until the stream closed, which may follow the last token; null for non-streaming
+/// requests.
+pub const CLOSE_S: &str = "close_s";
 /// Whether the request produced a complete response with content.
 pub const OK: &str = "ok";
 /// Why a request failed: `connect`, `timeout`, `http_status`, `decode`, `stream_error`,
@@ -65,6 +81,23 @@ pub const ERROR_RATE: &str = "error_rate";
 /// Message of the first failure of the level; null when none failed.
 pub const SAMPLE_ERROR: &str = "sample_error";
 
+/// Median latency with every failure counted as infinitely slow, in seconds; `inf` when more
+/// than half the requests failed.
+pub const P50_WITH_FAILURES_S: &str = "p50_with_failures_s";
+/// 95th-percentile latency with every failure counted as infinitely slow, in seconds; `inf` when
+/// the percentile falls among the failures.
+pub const P95_WITH_FAILURES_S: &str = "p95_with_failures_s";
+/// 99th-percentile latency with every failure counted as infinitely slow, in seconds.
+pub const P99_WITH_FAILURES_S: &str = "p99_with_failures_s";
+/// Median time to first token of successful streamed requests, in seconds.
+pub const TTFT_P50_S: &str = "ttft_p50_s";
+/// 95th-percentile time to first token of successful streamed requests, in seconds.
+pub const TTFT_P95_S: &str = "ttft_p95_s";
+/// Median over successful streamed requests of each one's time per output token, in seconds.
+pub const ITL_P50_S: &str = "itl_p50_s";
+/// Output tokens of successful requests per second of `wall_s`.
+pub const OUTPUT_TOK_PER_S: &str = "output_tok_per_s";
+
 /// Characters in the prompt sent, instruction included.
 pub const PROMPT_CHARS: &str = "prompt_chars";
 /// The `max_tokens` sent with each request.
@@ -90,13 +123,20 @@ pub const REQUEST_COLUMNS: &[&str] = &[
     OUTPUT_CHARS,
     TARGET,
     ERROR_MESSAGE,
+    TTFC_S,
+    TPOT_S,
+    ITL_BASIS,
+    TOKEN_CHUNKS,
+    OUTPUT_TOKENS,
+    CLOSE_S,
 ];
 
 /// Columns of a latency summary (the baseline table), in order.
 pub const LATENCY_SUMMARY_COLUMNS: &[&str] =
     &[N, MEAN_S, P50_S, P95_S, P99_S, MIN_S, MAX_S, ERR, TARGET];
 
-/// Columns of a load summary (one row per concurrency level), in order.
+/// Columns of a load summary (one row per concurrency level), in order: the original lab's
+/// columns and `target`, then the failure-aware percentiles and the streaming metrics.
 pub const LOAD_SUMMARY_COLUMNS: &[&str] = &[
     CONCURRENCY,
     TOTAL_REQUESTS,
@@ -112,6 +152,13 @@ pub const LOAD_SUMMARY_COLUMNS: &[&str] = &[
     ERR,
     SAMPLE_ERROR,
     TARGET,
+    P50_WITH_FAILURES_S,
+    P95_WITH_FAILURES_S,
+    P99_WITH_FAILURES_S,
+    TTFT_P50_S,
+    TTFT_P95_S,
+    ITL_P50_S,
+    OUTPUT_TOK_PER_S,
 ];
 
 /// Columns of the token-budget grid (one row per prompt size and `max_tokens`), in order.

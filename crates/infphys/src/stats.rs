@@ -27,6 +27,26 @@ pub fn percentile_of_sorted(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[lower] + (sorted[upper] - sorted[lower]) * fraction)
 }
 
+/// Returns the `p`-th percentile of the successful latencies `ok_sorted` (sorted ascending)
+/// together with `failures` requests counted as infinitely slow, with [`percentile`]'s method.
+///
+/// `Some(f64::INFINITY)` means the percentile falls among the failures: it is unbounded. `None`
+/// means there is nothing to summarize or `p` is out of range.
+pub fn percentile_with_failures(ok_sorted: &[f64], failures: usize, p: f64) -> Option<f64> {
+    let n = ok_sorted.len() + failures;
+    if n == 0 || !(0.0..=100.0).contains(&p) {
+        return None;
+    }
+
+    let rank = (n - 1) as f64 * p / 100.0;
+    let (lower, upper) = (rank.floor() as usize, rank.ceil() as usize);
+    let value = |i: usize| ok_sorted.get(i).copied().unwrap_or(f64::INFINITY);
+    if value(upper).is_infinite() {
+        return Some(f64::INFINITY);
+    }
+    Some(value(lower) + (value(upper) - value(lower)) * (rank - lower as f64))
+}
+
 /// Summary statistics of a set of latencies, all `None` when the set is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LatencyStats {
@@ -125,6 +145,30 @@ mod tests {
         assert_eq!(percentile(&[1.0, 2.0], 101.0), None);
         assert_eq!(percentile(&[1.0, 2.0], -1.0), None);
         assert_eq!(percentile(&[1.0, 2.0], f64::NAN), None);
+    }
+
+    #[test]
+    fn failures_push_percentiles_to_unbounded() {
+        let ok: Vec<f64> = (1..=10).map(f64::from).collect();
+        // No failures: the same as the plain percentile.
+        assert_eq!(
+            percentile_with_failures(&ok, 0, 95.0),
+            percentile(&ok, 95.0)
+        );
+        // 10 ok and 90 failures: the median is among the failures.
+        assert_eq!(percentile_with_failures(&ok, 90, 50.0), Some(f64::INFINITY));
+        // 99 ok and 1 failure: p50 is finite, p99 touches the failure and is unbounded.
+        let many: Vec<f64> = (1..=99).map(f64::from).collect();
+        assert_eq!(
+            percentile_with_failures(&many, 1, 50.0),
+            percentile(&[many.clone(), vec![100.0]].concat(), 50.0)
+        );
+        assert_eq!(
+            percentile_with_failures(&many, 1, 99.0),
+            Some(f64::INFINITY)
+        );
+        assert_eq!(percentile_with_failures(&[], 0, 50.0), None);
+        assert_eq!(percentile_with_failures(&[], 3, 50.0), Some(f64::INFINITY));
     }
 
     #[test]
