@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
 use crate::stream::StreamTiming;
 use crate::target::Target;
 
@@ -189,6 +190,8 @@ pub struct RequestFailure {
     /// What a stream delivered before it failed, when the request was streamed and the
     /// response had started.
     pub stream: Option<StreamTiming>,
+    /// The server's `Retry-After` header in seconds, read as server time.
+    pub retry_after: Option<Duration>,
 }
 
 /// The outcome of one request with the instant it was sent, for load generators.
@@ -205,6 +208,7 @@ pub(crate) struct Attempt {
 pub struct Client {
     http: reqwest::Client,
     target: Target,
+    retry: RetryPolicy,
 }
 
 impl Client {
@@ -218,7 +222,22 @@ impl Client {
             .user_agent(concat!("infphys/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::Client)?;
-        Ok(Self { http, target })
+        Ok(Self {
+            http,
+            target,
+            retry: RetryPolicy::none(),
+        })
+    }
+
+    /// Sets the retry policy the load generators apply; [`Client::chat_once`] always sends once.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry policy the load generators apply.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// The target this client sends to.
@@ -254,7 +273,10 @@ impl Client {
         let latency = self.target.to_server_time(sent_at.elapsed());
 
         let result = match outcome {
-            Ok((status, body)) => parse_reply(status, &body, latency, &url),
+            Ok(raw) => parse_reply(raw.status, &raw.body, latency, &url).map_err(|mut failure| {
+                failure.retry_after = raw.retry_after;
+                failure
+            }),
             Err(failure) if failure.kind == ErrorKind::Timeout => Err(RequestFailure {
                 kind: failure.kind,
                 message: format!(
@@ -264,6 +286,7 @@ impl Client {
                 status: failure.status,
                 latency,
                 stream: None,
+                retry_after: None,
             }),
             Err(failure) => Err(RequestFailure {
                 kind: failure.kind,
@@ -271,6 +294,7 @@ impl Client {
                 status: failure.status,
                 latency,
                 stream: None,
+                retry_after: None,
             }),
         };
         Attempt { sent_at, result }
@@ -283,22 +307,42 @@ pub(crate) struct TransportFailure {
     status: Option<u16>,
 }
 
-async fn send_and_read(
-    builder: reqwest::RequestBuilder,
-) -> Result<(u16, Vec<u8>), TransportFailure> {
+struct RawResponse {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+async fn send_and_read(builder: reqwest::RequestBuilder) -> Result<RawResponse, TransportFailure> {
     let mut response = builder.send().await.map_err(|e| TransportFailure {
         kind: classify(&e),
         message: describe_reqwest_error(&e),
         status: None,
     })?;
     let status = response.status().as_u16();
-    read_capped(&mut response)
-        .await
-        .map(|body| (status, body))
-        .map_err(|mut failure| {
+    let retry_after = retry_after(&response);
+    match read_capped(&mut response).await {
+        Ok(body) => Ok(RawResponse {
+            status,
+            retry_after,
+            body,
+        }),
+        Err(mut failure) => {
             failure.status = Some(status);
-            failure
-        })
+            Err(failure)
+        }
+    }
+}
+
+/// Reads a `Retry-After` header given in seconds; the HTTP-date form is ignored.
+pub(crate) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    let value = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let seconds: f64 = value.trim().parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Reads a whole response body, failing once it passes [`MAX_BODY_BYTES`].
@@ -382,6 +426,7 @@ fn parse_reply(
         status: Some(status),
         latency,
         stream: None,
+        retry_after: None,
     };
 
     if !(200..300).contains(&status) {

@@ -90,6 +90,14 @@ pub fn requests_frame(records: &[RequestRecord], target: &str) -> PolarsResult<D
         column(TOKEN_CHUNKS, series_opt_u32(&|r| r.token_chunks)),
         column(OUTPUT_TOKENS, series_opt_u32(&|r| r.output_tokens)),
         column(CLOSE_S, series_opt_f64(&|r| seconds(r.close))),
+        column(
+            ATTEMPT,
+            Series::new(
+                "".into(),
+                records.iter().map(|r| r.attempt).collect::<Vec<u32>>(),
+            ),
+        ),
+        column(DISPATCH_LAG_S, series_opt_f64(&|r| seconds(r.dispatch_lag))),
     ])
 }
 
@@ -180,6 +188,7 @@ pub fn load_summary_frame(summaries: &[LoadSummary], target: &str) -> PolarsResu
         Column::new(TTFT_P95_S.into(), get(&|s| seconds(s.ttft.p95))),
         Column::new(ITL_P50_S.into(), get(&|s| seconds(s.tpot.p50))),
         Column::new(OUTPUT_TOK_PER_S.into(), get(&|s| s.output_tokens_per_s)),
+        Column::new(OFFERED_RPS.into(), get(&|s| s.offered_rps)),
     ])
 }
 

@@ -11,6 +11,8 @@
 //!   time per output token, and the stream's own failure kinds.
 //! - [`load`]: the closed loop ([`run_load`]), concurrency sweeps, the sequential baseline and the
 //!   token-budget grid; every request becomes a [`RequestRecord`].
+//! - [`open_loop`]: requests sent on a constant or Poisson schedule, with latency counted from
+//!   the scheduled time; [`retry`]: retries with backoff, every attempt a row.
 //! - [`stats`]: percentiles (numpy's linear interpolation) and latency summaries.
 //! - [`frames`] and [`schema`]: polars DataFrames with the column names of [`schema`].
 //! - [`charts`]: one `plotly::Plot` builder per chart of the lab.
@@ -45,8 +47,10 @@ pub mod frames;
 pub mod lab;
 pub mod load;
 pub mod notebook;
+pub mod open_loop;
 mod progress;
 pub mod report;
+pub mod retry;
 pub mod schema;
 pub mod sse;
 pub mod stats;

@@ -44,6 +44,11 @@ pub struct RequestRecord {
     pub output_tokens: Option<u32>,
     /// Time until the stream closed, for streaming requests.
     pub close: Option<Duration>,
+    /// Attempt number of this row, from 1; later attempts are retries of the same request.
+    pub attempt: u32,
+    /// How late the request was sent after its scheduled time, for open-loop runs. Their
+    /// latency and first-token times count from the scheduled time, so they include it.
+    pub dispatch_lag: Option<Duration>,
     /// Why the request failed; `None` when it succeeded.
     pub error_kind: Option<ErrorKind>,
     /// The failure's message; `None` when it succeeded.
@@ -76,6 +81,7 @@ impl RequestRecord {
             concurrency,
             scheduled,
             sent,
+            attempt: 1,
             ..Self::default()
         };
         match attempt.result {
@@ -103,6 +109,19 @@ impl RequestRecord {
             }
         }
         record
+    }
+
+    /// Moves the origin of every duration measured from the send back to the scheduled time,
+    /// `lag` earlier, as an open loop reports them.
+    fn count_from_schedule(&mut self, lag: Duration) {
+        self.dispatch_lag = Some(lag);
+        self.latency += lag;
+        for time in [&mut self.ttft, &mut self.ttfc, &mut self.close]
+            .into_iter()
+            .flatten()
+        {
+            *time += lag;
+        }
     }
 
     fn set_stream(&mut self, timing: &StreamTiming) {
@@ -161,10 +180,12 @@ pub struct LoadRun {
     pub timeout: Duration,
     /// From the first send to the last completion.
     pub wall: Duration,
-    /// Every request's row, in completion order.
+    /// Every attempt's row, in completion order.
     pub records: Vec<RequestRecord>,
     /// Label of the target that produced the rows.
     pub target: String,
+    /// Requests per second the schedule offered, for open-loop runs; `None` for a closed loop.
+    pub offered_rps: Option<f64>,
 }
 
 /// The lab's summary of one run: throughput, error rate and latency percentiles.
@@ -200,6 +221,8 @@ pub struct LoadSummary {
     /// Output tokens of the successful requests per second of `wall`; tokens come from
     /// `usage`, or from the chunks of a stream without usage.
     pub output_tokens_per_s: Option<f64>,
+    /// Requests per second the schedule offered, for open-loop runs.
+    pub offered_rps: Option<f64>,
 }
 
 impl LoadRun {
@@ -266,6 +289,7 @@ impl LoadRun {
             ttft: LatencyStats::from_latencies(&ttfts),
             tpot: LatencyStats::from_latencies(&tpots),
             output_tokens_per_s,
+            offered_rps: self.offered_rps,
         }
     }
 }
@@ -287,62 +311,121 @@ pub(crate) async fn run_load_labelled(
     spec.validate()?;
     let concurrency = spec.concurrency as u32;
     let total = spec.total_requests;
-    let target = client.target().clone();
-    let (sender, mut receiver) = mpsc::unbounded_channel::<RequestRecord>();
+    let (sender, receiver) = mpsc::unbounded_channel::<Vec<RequestRecord>>();
     let started = Instant::now();
 
-    // The spawner waits for a free permit before each spawn, so the number of tasks alive never
-    // exceeds the concurrency, however many requests the run has.
+    // The spawner waits for a free permit before each spawn, so the number of requests in flight
+    // never exceeds the concurrency, however many requests the run has. A request keeps its
+    // permit through its retries.
     let permits = Arc::new(Semaphore::new(spec.concurrency));
     let request = Arc::new(spec.request.clone());
     let spawner_client = client.clone();
-    let spawner = tokio::spawn(async move {
+    tokio::spawn(async move {
         for id in 0..total as u64 {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let scheduled = started.elapsed();
+            // A dropped run (an interrupted cell, Ctrl-C) stops sending.
+            if sender.is_closed() {
+                break;
+            }
             let client = spawner_client.clone();
             let request = Arc::clone(&request);
             let sender = sender.clone();
             tokio::spawn(async move {
-                let attempt = client.attempt(&request).await;
+                let origin = Origin {
+                    started,
+                    due: Instant::now(),
+                    open_loop: false,
+                };
+                let records = execute(&client, &request, id, concurrency, origin).await;
                 drop(permit);
-                let target = client.target();
-                let sent = attempt.sent_at.saturating_duration_since(started);
-                let record = RequestRecord::from_attempt(
-                    id,
-                    concurrency,
-                    target.to_server_time(scheduled),
-                    target.to_server_time(sent),
-                    attempt,
-                );
                 // The collector only goes away when the run itself was dropped.
-                let _ = sender.send(record);
+                let _ = sender.send(records);
             });
         }
     });
 
-    let mut meter = Meter::new(progress, label.to_owned(), total);
-    let mut records = Vec::with_capacity(total);
-    while let Some(record) = receiver.recv().await {
-        meter.tick(record.ok());
-        records.push(record);
-        if records.len() == total {
-            break;
-        }
-    }
-    let wall = target.to_server_time(started.elapsed());
-    spawner.abort();
-
+    let records = collect(receiver, Meter::new(progress, label.to_owned(), total)).await;
     Ok(LoadRun {
         concurrency: spec.concurrency,
         total_requests: total,
         timeout: spec.request.timeout,
-        wall,
+        wall: client.target().to_server_time(started.elapsed()),
         records,
-        target: target.label(),
+        target: client.target().label(),
+        offered_rps: None,
     })
+}
+
+/// Where a request's clock starts.
+#[derive(Clone, Copy)]
+pub(crate) struct Origin {
+    /// When the run started.
+    pub started: Instant,
+    /// When the request became due: its permit was granted (closed loop) or its scheduled send
+    /// time came (open loop).
+    pub due: Instant,
+    /// Whether durations count from `due` rather than from the actual send.
+    pub open_loop: bool,
+}
+
+/// Sends one request, and retries it as the client's policy says; returns one row per attempt.
+pub(crate) async fn execute(
+    client: &Client,
+    request: &ChatRequest,
+    id: u64,
+    concurrency: u32,
+    origin: Origin,
+) -> Vec<RequestRecord> {
+    let target = client.target();
+    let policy = client.retry_policy();
+    let mut rng = policy.rng_for(id);
+    let mut records = Vec::with_capacity(1);
+    let mut due = origin.due;
+
+    for attempt in 1.. {
+        let outcome = client.attempt(request).await;
+        let retry = match &outcome.result {
+            Err(failure) => policy.next_delay(attempt, failure, &mut rng),
+            Ok(_) => None,
+        };
+
+        let since_start =
+            |at: Instant| target.to_server_time(at.saturating_duration_since(origin.started));
+        let sent_at = outcome.sent_at;
+        let mut record = RequestRecord::from_attempt(
+            id,
+            concurrency,
+            since_start(due),
+            since_start(sent_at),
+            outcome,
+        );
+        record.attempt = attempt;
+        if origin.open_loop {
+            record
+                .count_from_schedule(target.to_server_time(sent_at.saturating_duration_since(due)));
+        }
+        records.push(record);
+
+        let Some(wait) = retry else { break };
+        tokio::time::sleep(target.to_wall_time(wait)).await;
+        due = Instant::now();
+    }
+    records
+}
+
+/// Receives every request's rows until all senders are gone, counting progress per request.
+pub(crate) async fn collect(
+    mut receiver: mpsc::UnboundedReceiver<Vec<RequestRecord>>,
+    mut meter: Meter,
+) -> Vec<RequestRecord> {
+    let mut records = Vec::new();
+    while let Some(batch) = receiver.recv().await {
+        meter.tick(batch.last().is_some_and(RequestRecord::ok));
+        records.extend(batch);
+    }
+    records
 }
 
 /// Runs [`run_load`] once per concurrency level, in the order given.

@@ -7,7 +7,8 @@
 
 /// Sequence number of a request within one run, from 0.
 pub const REQUEST_ID: &str = "request_id";
-/// Maximum number of requests in flight while the row was measured.
+/// Maximum number of requests in flight while the row was measured; 0 for an open loop without
+/// a cap.
 pub const CONCURRENCY: &str = "concurrency";
 /// When the request was due to be sent, seconds since the run started.
 pub const SCHEDULED_S: &str = "scheduled_s";
@@ -33,6 +34,12 @@ pub const OUTPUT_TOKENS: &str = "output_tokens";
 /// Seconds until the stream closed, which may follow the last token; null for non-streaming
 /// requests.
 pub const CLOSE_S: &str = "close_s";
+/// Attempt number of the row, from 1; rows with the same `request_id` and a higher attempt are
+/// retries.
+pub const ATTEMPT: &str = "attempt";
+/// Seconds between a request's scheduled send time and its actual send, for open-loop runs;
+/// their `latency_s` and `ttft_s` count from the scheduled time and include it.
+pub const DISPATCH_LAG_S: &str = "dispatch_lag_s";
 /// Whether the request produced a complete response with content.
 pub const OK: &str = "ok";
 /// Why a request failed: `connect`, `timeout`, `http_status`, `decode`, `stream_error`,
@@ -98,6 +105,10 @@ pub const ITL_P50_S: &str = "itl_p50_s";
 /// Output tokens of successful requests per second of `wall_s`.
 pub const OUTPUT_TOK_PER_S: &str = "output_tok_per_s";
 
+/// Requests per second the open-loop schedule offered; null for a closed loop, whose
+/// `concurrency` sets the load instead.
+pub const OFFERED_RPS: &str = "offered_rps";
+
 /// Characters in the prompt sent, instruction included.
 pub const PROMPT_CHARS: &str = "prompt_chars";
 /// The `max_tokens` sent with each request.
@@ -129,6 +140,8 @@ pub const REQUEST_COLUMNS: &[&str] = &[
     TOKEN_CHUNKS,
     OUTPUT_TOKENS,
     CLOSE_S,
+    ATTEMPT,
+    DISPATCH_LAG_S,
 ];
 
 /// Columns of a latency summary (the baseline table), in order.
@@ -159,6 +172,7 @@ pub const LOAD_SUMMARY_COLUMNS: &[&str] = &[
     TTFT_P95_S,
     ITL_P50_S,
     OUTPUT_TOK_PER_S,
+    OFFERED_RPS,
 ];
 
 /// Columns of the token-budget grid (one row per prompt size and `max_tokens`), in order.

@@ -223,6 +223,7 @@ pub(crate) async fn run(
         status,
         latency: elapsed(),
         stream,
+        retry_after: None,
     };
 
     let mut response = match builder.send().await {
