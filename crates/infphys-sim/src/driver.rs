@@ -63,11 +63,16 @@ pub(crate) enum Command {
 /// Message from the engine task to the handler of one request.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Accepted,
+    /// The request passed the bounded-queue check and will produce
+    /// `completion_tokens` output tokens unless it is aborted.
+    Accepted {
+        completion_tokens: usize,
+    },
     Rejected(QueueFull),
-    /// Token `index` was produced by the step that just ended.
+    /// Token `index` was produced by the step that just ended, at virtual time `at`.
     Token {
         index: usize,
+        at: Duration,
     },
     Finished(Finished),
 }
@@ -93,15 +98,17 @@ impl EngineHandle {
 struct Subscriber {
     events: mpsc::UnboundedSender<Event>,
     stream_tokens: bool,
+    completion_tokens: usize,
 }
 
 /// Starts the engine task on the current tokio runtime.
 ///
-/// The task ends when every [`EngineHandle`] is dropped.
-pub(crate) fn start(engine: Engine, time_scale: f64) -> EngineHandle {
+/// Every replica of one server shares one `clock`, so that the HTTP layer
+/// and all engines agree on virtual time. The task ends when every
+/// [`EngineHandle`] is dropped.
+pub(crate) fn start(engine: Engine, clock: Clock) -> EngineHandle {
     let (commands, receiver) = mpsc::unbounded_channel();
     let stats = Arc::new(Mutex::new(engine.stats()));
-    let clock = Clock::new(time_scale);
     let task = EngineTask {
         engine,
         clock,
@@ -182,12 +189,13 @@ impl EngineTask {
                 events,
             } => {
                 let id = request.id;
-                self.engine.submit(request);
+                let completion_tokens = self.engine.submit(request);
                 self.subscribers.insert(
                     id,
                     Subscriber {
                         events,
                         stream_tokens,
+                        completion_tokens,
                     },
                 );
             }
@@ -218,7 +226,9 @@ impl EngineTask {
 
         for id in report.accepted {
             if let Some(subscriber) = self.subscribers.get(&id) {
-                let _ = subscriber.events.send(Event::Accepted);
+                let _ = subscriber.events.send(Event::Accepted {
+                    completion_tokens: subscriber.completion_tokens,
+                });
             }
         }
         for (id, full) in report.rejected {
@@ -235,7 +245,10 @@ impl EngineTask {
             if let Some(subscriber) = self.subscribers.get(&id)
                 && subscriber.stream_tokens
             {
-                let _ = subscriber.events.send(Event::Token { index });
+                let _ = subscriber.events.send(Event::Token {
+                    index,
+                    at: report.end,
+                });
             }
         }
         for finished in report.finished {

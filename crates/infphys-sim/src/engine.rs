@@ -62,6 +62,8 @@ pub struct Finished {
     pub prompt_tokens: usize,
     /// Virtual time the request joined the waiting queue.
     pub enqueue_at: Duration,
+    /// Virtual time of the start of the first step that scheduled the request.
+    pub scheduled_at: Duration,
     /// Virtual time of each output token; the last one is the finish time.
     pub token_times: Vec<Duration>,
     /// Reason the completion ended.
@@ -127,6 +129,8 @@ struct Sequence {
     /// Tokens whose KV entries are in the cache.
     computed: usize,
     blocks: usize,
+    /// Start of the first step that scheduled the sequence.
+    scheduled_at: Option<Duration>,
     token_times: Vec<Duration>,
     preemptions: u32,
     /// False until the request has passed the bounded-queue check.
@@ -246,8 +250,9 @@ impl Engine {
     /// The completion length is drawn here, in submission order. The
     /// bounded-queue check happens in the first step after `enqueue_at`,
     /// which lists the request in [`StepReport::accepted`] or
-    /// [`StepReport::rejected`].
-    pub fn submit(&mut self, request: EngineRequest) {
+    /// [`StepReport::rejected`]. Returns the number of output tokens the
+    /// request will produce unless it is aborted.
+    pub fn submit(&mut self, request: EngineRequest) -> usize {
         let max_tokens = request.max_tokens.max(1);
         let natural = match request.fixed_output_tokens {
             Some(tokens) => tokens.max(1),
@@ -268,6 +273,7 @@ impl Engine {
             enqueue_at: request.enqueue_at,
             computed: 0,
             blocks: 0,
+            scheduled_at: None,
             token_times: Vec::new(),
             preemptions: 0,
             accepted: false,
@@ -279,6 +285,7 @@ impl Engine {
             .rposition(|other| other.enqueue_at <= sequence.enqueue_at)
             .map_or(0, |index| index + 1);
         self.pending.insert(position, sequence);
+        target_tokens
     }
 
     /// Removes a request wherever it is and frees its batch slot and KV
@@ -338,6 +345,7 @@ impl Engine {
 
         for planned in &plan {
             let sequence = &mut self.running[planned.index];
+            sequence.scheduled_at.get_or_insert(start);
             sequence.computed += planned.tokens;
             if sequence.remaining() == 0 {
                 report
@@ -502,6 +510,7 @@ impl Engine {
                 id: sequence.id,
                 prompt_tokens: sequence.prompt_tokens,
                 enqueue_at: sequence.enqueue_at,
+                scheduled_at: sequence.scheduled_at.unwrap_or(sequence.enqueue_at),
                 token_times: sequence.token_times,
                 finish_reason: sequence.finish_reason,
                 preemptions: sequence.preemptions,

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request, State};
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::SimConfig;
 use crate::driver::{Command, EngineHandle, Event};
 use crate::engine::{EngineRequest, Finished, RequestId};
+use crate::record::TimingRecord;
 use crate::text;
 
 /// Default `max_tokens` cap when a request does not set one.
@@ -466,6 +467,8 @@ struct ReplyContext {
     model: String,
     prompt_tokens: usize,
     reply: ReplyText,
+    /// Virtual time the handler received the request.
+    arrival: Duration,
 }
 
 impl ReplyContext {
@@ -477,7 +480,7 @@ impl ReplyContext {
         })
     }
 
-    fn completion(&self, finished: &Finished) -> Value {
+    fn completion(&self, finished: &Finished, record: &TimingRecord) -> Value {
         let completion_tokens = finished.token_times.len();
         json!({
             "id": self.id,
@@ -491,10 +494,11 @@ impl ReplyContext {
                 "finish_reason": finished.finish_reason.as_str(),
             }],
             "usage": self.usage(completion_tokens),
+            "infphys": record.to_json(),
         })
     }
 
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>, include_usage: bool) -> Bytes {
+    fn chunk_value(&self, delta: Value, finish_reason: Option<&str>, include_usage: bool) -> Value {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -505,18 +509,43 @@ impl ReplyContext {
         if include_usage {
             chunk["usage"] = Value::Null;
         }
-        sse_event(&chunk)
+        chunk
     }
 
-    fn usage_chunk(&self, completion_tokens: usize) -> Bytes {
-        sse_event(&json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": self.usage(completion_tokens),
-        }))
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>, include_usage: bool) -> Bytes {
+        sse_event(&self.chunk_value(delta, finish_reason, include_usage))
+    }
+
+    /// Returns the last chunks of a finished stream: the finish chunk, the
+    /// usage chunk when requested, and `[DONE]`. The `infphys` record rides
+    /// on the usage chunk, or on the finish chunk when usage was not requested.
+    fn final_chunks(
+        &self,
+        finished: &Finished,
+        record: &TimingRecord,
+        include_usage: bool,
+    ) -> [Option<Bytes>; 3] {
+        let reason = finished.finish_reason.as_str();
+        let mut last = self.chunk_value(json!({}), Some(reason), include_usage);
+        let mut usage = None;
+        if include_usage {
+            usage = Some(sse_event(&json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": self.usage(finished.token_times.len()),
+                "infphys": record.to_json(),
+            })));
+        } else {
+            last["infphys"] = record.to_json();
+        }
+        [
+            Some(sse_event(&last)),
+            usage,
+            Some(Bytes::from_static(b"data: [DONE]\n\n")),
+        ]
     }
 }
 
@@ -530,7 +559,9 @@ async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let request = parse_chat_request(&body, &state.config)?;
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let enqueue_at = state.engine.clock.virtual_now() + state.config.physics.http_overhead;
+    let clock = state.engine.clock;
+    let arrival = clock.virtual_now();
+    let enqueue_at = arrival + state.config.physics.http_overhead;
     let fixed_output_tokens = match &request.reply {
         ReplyText::Forced(tokens) => Some(tokens.len()),
         ReplyText::Filler => None,
@@ -562,7 +593,7 @@ async fn chat_completions(
     };
 
     match events.recv().await {
-        Some(Event::Accepted) => {}
+        Some(Event::Accepted { .. }) => {}
         Some(Event::Rejected(full)) => {
             guard.disarm();
             return Err(ApiError::unavailable(format!(
@@ -580,6 +611,7 @@ async fn chat_completions(
         model: state.config.model.clone(),
         prompt_tokens: request.prompt_tokens,
         reply: request.reply,
+        arrival,
     };
     if request.stream {
         return Ok(stream_response(
@@ -594,7 +626,8 @@ async fn chat_completions(
         match events.recv().await {
             Some(Event::Finished(finished)) => {
                 guard.disarm();
-                return Ok(Json(context.completion(&finished)).into_response());
+                let record = TimingRecord::new(arrival, &finished, &finished.token_times);
+                return Ok(Json(context.completion(&finished, &record)).into_response());
             }
             Some(_) => continue,
             None => return Err(engine_stopped()),
@@ -608,7 +641,8 @@ struct StreamState {
     context: ReplyContext,
     include_usage: bool,
     queued: VecDeque<Bytes>,
-    sent_role: bool,
+    /// Virtual send time of each token so far.
+    send_times: Vec<Duration>,
     done: bool,
 }
 
@@ -628,7 +662,7 @@ fn stream_response(
         context,
         include_usage,
         queued: VecDeque::new(),
-        sent_role: false,
+        send_times: Vec::new(),
         done: false,
     };
     let chunks = futures_util::stream::unfold(state, |mut state| async move {
@@ -640,9 +674,8 @@ fn stream_response(
                 return None;
             }
             match state.events.recv().await {
-                Some(Event::Token { index, .. }) => {
-                    if !state.sent_role {
-                        state.sent_role = true;
+                Some(Event::Token { index, at }) => {
+                    if state.send_times.is_empty() {
                         let role = state.context.chunk(
                             json!({"role": "assistant", "content": ""}),
                             None,
@@ -650,6 +683,7 @@ fn stream_response(
                         );
                         state.queued.push_back(role);
                     }
+                    state.send_times.push(at);
                     let content = state.context.reply.token(index);
                     let chunk =
                         state
@@ -659,23 +693,15 @@ fn stream_response(
                 }
                 Some(Event::Finished(finished)) => {
                     state.guard.disarm();
-                    let completion_tokens = finished.token_times.len();
-                    let reason = finished.finish_reason.as_str();
+                    let record =
+                        TimingRecord::new(state.context.arrival, &finished, &state.send_times);
                     let last = state
                         .context
-                        .chunk(json!({}), Some(reason), state.include_usage);
-                    state.queued.push_back(last);
-                    if state.include_usage {
-                        state
-                            .queued
-                            .push_back(state.context.usage_chunk(completion_tokens));
-                    }
-                    state
-                        .queued
-                        .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                        .final_chunks(&finished, &record, state.include_usage);
+                    state.queued.extend(last.into_iter().flatten());
                     state.done = true;
                 }
-                Some(Event::Accepted | Event::Rejected(_)) => {}
+                Some(Event::Accepted { .. } | Event::Rejected(_)) => {}
                 None => {
                     tracing::warn!(
                         request_id = state.guard.id,

@@ -26,6 +26,30 @@
 //! - `GET /v1/models`, `GET /v1/health/ready` (also `GET /health`).
 //! - `GET /metrics`: Prometheus text with the vLLM gauge and counter names.
 //!
+//! # Virtual-time record
+//!
+//! Every completion carries an extra top-level object `infphys` with the
+//! server's own schedule of the request, in virtual seconds rounded to
+//! microseconds. A non-streaming response has it next to `usage`. A stream
+//! carries it on the usage chunk when `stream_options.include_usage` is
+//! true, and otherwise on the chunk with the `finish_reason`. Clients that
+//! do not know the field ignore it.
+//!
+//! - `arrival_s`: virtual time since the server started at which the
+//!   handler received the request. It is the origin of the offsets below.
+//! - `queued_s`: time the request spent in the engine's waiting queue, from
+//!   the end of its HTTP overhead to the start of its first step.
+//! - `first_token_s`, `last_token_s`: offsets from `arrival_s` at which the
+//!   server sent the first and last token, including injected stalls.
+//! - `token_times_s`: the offset of every token, at most the first 4096.
+//! - `preemptions`: how many times the engine preempted the request.
+//!
+//! At time scale 1, a client that starts its clock just before sending
+//! receives each token at its offset plus the connection, parsing and
+//! wake-up delay, a few milliseconds on loopback. The test
+//! `stream_record_matches_client_clock` measured about 3 ms for the first
+//! token and 1 to 2 ms mean error per token gap on a shared 2-core machine.
+//!
 //! Replies are filler words, one per token. If the last user message
 //! contains `Reply with only: X`, the reply is X. Prompt tokens are
 //! estimated as `ceil(chars / 4) + 4` per message.
@@ -47,6 +71,7 @@ mod driver;
 pub mod engine;
 mod http;
 pub mod preset;
+mod record;
 mod server;
 mod text;
 

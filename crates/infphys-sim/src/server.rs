@@ -29,7 +29,7 @@ pub fn router(config: &SimConfig) -> axum::Router {
         panic!("{error}");
     }
     let engine = Engine::new(config.physics.clone(), config.seed, config.max_queue);
-    let engine = driver::start(engine, config.time_scale);
+    let engine = driver::start(engine, driver::Clock::new(config.time_scale));
     let state = AppState {
         config: config.clone(),
         engine,
