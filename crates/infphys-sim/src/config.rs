@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::faults::Faults;
 use crate::preset::{Physics, Preset, preset_names};
 
 /// Errors from configuring, binding or running the simulated server.
@@ -58,6 +59,8 @@ pub struct SimConfig {
     /// Maximum number of waiting requests before new ones get HTTP 503;
     /// `None` queues without bound, as vLLM does.
     pub max_queue: Option<usize>,
+    /// Faults injected into requests; none by default.
+    pub faults: Faults,
 }
 
 impl SimConfig {
@@ -73,7 +76,14 @@ impl SimConfig {
             port: 0,
             model: "meta/llama-3.1-8b-instruct".to_string(),
             max_queue: None,
+            faults: Faults::default(),
         }
+    }
+
+    /// Returns the configuration with `faults` injected into its requests.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Checks that every value is in range; the error names the value and the fix.
@@ -98,6 +108,7 @@ impl SimConfig {
                     .into(),
             );
         }
+        self.faults.validate().map_err(SimError::InvalidConfig)?;
         for (name, value) in [
             ("max_num_seqs", physics.max_num_seqs),
             ("max_batched_tokens", physics.max_batched_tokens),

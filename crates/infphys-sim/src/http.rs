@@ -1,23 +1,24 @@
 //! OpenAI-compatible HTTP endpoints on top of the engine task.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::SimConfig;
-use crate::driver::{Command, EngineHandle, Event};
+use crate::driver::{Clock, Command, EngineHandle, Event};
 use crate::engine::{EngineRequest, Finished, RequestId};
+use crate::faults::{FAULT_HEADER, FaultPlan, TokenPoint, parse_fault_header};
 use crate::record::TimingRecord;
 use crate::text;
 
@@ -555,13 +556,37 @@ fn sse_event(value: &Value) -> Bytes {
 
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let header_plan = match headers.get(FAULT_HEADER) {
+        Some(value) => {
+            let value = value.to_str().map_err(|_| {
+                ApiError::invalid_request(
+                    None,
+                    format!("The {FAULT_HEADER} header is not visible ASCII. Send items such as `status=503`."),
+                )
+            })?;
+            let plan = parse_fault_header(value, &state.config.faults)
+                .map_err(|message| ApiError::invalid_request(None, format!("{message}.")))?;
+            Some(plan)
+        }
+        None => None,
+    };
     let request = parse_chat_request(&body, &state.config)?;
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     let clock = state.engine.clock;
     let arrival = clock.virtual_now();
     let enqueue_at = arrival + state.config.physics.http_overhead;
+    let faults = header_plan.unwrap_or_else(|| state.config.faults.draw(state.config.seed, id));
+    if let Some(status) = faults.status {
+        tokio::time::sleep_until(clock.wall_at(enqueue_at)).await;
+        return Ok(injected_error(
+            status,
+            faults.retry_after,
+            state.config.time_scale,
+        ));
+    }
     let fixed_output_tokens = match &request.reply {
         ReplyText::Forced(tokens) => Some(tokens.len()),
         ReplyText::Filler => None,
@@ -592,8 +617,8 @@ async fn chat_completions(
         armed: true,
     };
 
-    match events.recv().await {
-        Some(Event::Accepted { .. }) => {}
+    let completion_tokens = match events.recv().await {
+        Some(Event::Accepted { completion_tokens }) => completion_tokens,
         Some(Event::Rejected(full)) => {
             guard.disarm();
             return Err(ApiError::unavailable(format!(
@@ -603,7 +628,7 @@ async fn chat_completions(
             )));
         }
         _ => return Err(engine_stopped()),
-    }
+    };
 
     let context = ReplyContext {
         id: format!("chatcmpl-sim-{id}"),
@@ -613,24 +638,151 @@ async fn chat_completions(
         reply: request.reply,
         arrival,
     };
+    let delivery = Delivery::new(clock, &faults, completion_tokens);
     if request.stream {
         return Ok(stream_response(
             context,
+            delivery,
             events,
             guard,
             request.include_usage,
         ));
     }
 
-    loop {
+    let finished = loop {
         match events.recv().await {
-            Some(Event::Finished(finished)) => {
-                guard.disarm();
-                let record = TimingRecord::new(arrival, &finished, &finished.token_times);
-                return Ok(Json(context.completion(&finished, &record)).into_response());
-            }
+            Some(Event::Finished(finished)) => break finished,
             Some(_) => continue,
             None => return Err(engine_stopped()),
+        }
+    };
+    guard.disarm();
+    let send_times = delivery.send_times(&finished.token_times);
+    let record = TimingRecord::new(arrival, &finished, &send_times);
+    if let Some(last) = send_times.last() {
+        delivery.wait_until(*last).await;
+    }
+    let body = context.completion(&finished, &record);
+    if delivery.drop_at.is_some() {
+        tracing::debug!(
+            request_id = id,
+            "injected fault: dropping the connection mid-response"
+        );
+        return Ok(truncated_json_response(&body));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// Returns the OpenAI-style error response of an injected error status.
+///
+/// A `Retry-After` header carries the wait in wall-clock seconds, rounded
+/// up to whole seconds as the header requires, and `retry-after-ms` carries
+/// it in wall-clock milliseconds, as OpenAI clients read it.
+fn injected_error(status: u16, retry_after: Option<Duration>, time_scale: f64) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = match status.as_u16() {
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "server_error",
+    };
+    tracing::debug!(status = status.as_u16(), "injected fault: error status");
+    let body = json!({
+        "error": {
+            "message": format!(
+                "Injected fault: the simulator answered with HTTP {} as its fault settings request.",
+                status.as_u16()
+            ),
+            "type": kind,
+            "param": null,
+            "code": null,
+        }
+    });
+    let mut response = (status, Json(body)).into_response();
+    if let Some(retry_after) = retry_after {
+        let wall = retry_after.div_f64(time_scale);
+        let headers = response.headers_mut();
+        let whole_seconds = wall.as_secs() + u64::from(wall.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds));
+        let millis = format!("{:.3}", wall.as_secs_f64() * 1e3);
+        if let Ok(value) = HeaderValue::from_str(&millis) {
+            headers.insert("retry-after-ms", value);
+        }
+    }
+    response
+}
+
+/// Returns a 200 response that sends the first half of `body` and then
+/// closes the connection, as a server that dies mid-response does.
+fn truncated_json_response(body: &Value) -> Response {
+    let mut bytes = body.to_string().into_bytes();
+    bytes.truncate(bytes.len() / 2);
+    let first_half = futures_util::stream::iter([Ok(Bytes::from(bytes))]);
+    // The pause makes hyper flush the head and the first half before the error closes the connection.
+    let failure = futures_util::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Err(std::io::Error::other("injected fault: connection dropped"))
+    });
+    let chunks = first_half.chain(failure);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(chunks))
+        .expect("static headers are valid")
+}
+
+/// When a reply's tokens go out, with the injected faults of the request
+/// resolved for its known length.
+struct Delivery {
+    clock: Clock,
+    stall_first: Duration,
+    stall_mid: Duration,
+    /// Index of the first token delayed by `stall_mid`.
+    mid_index: Option<usize>,
+    /// Tokens sent before the connection drops.
+    drop_at: Option<usize>,
+    /// Tokens sent before the error event.
+    error_at: Option<usize>,
+}
+
+impl Delivery {
+    fn new(clock: Clock, faults: &FaultPlan, completion_tokens: usize) -> Self {
+        let point = |point: Option<TokenPoint>| {
+            point
+                .map(|point| point.tokens_before(completion_tokens))
+                .filter(|tokens| *tokens < completion_tokens)
+        };
+        let mid_index = completion_tokens / 2;
+        Delivery {
+            clock,
+            stall_first: faults.stall_first,
+            stall_mid: faults.stall_mid,
+            mid_index: (mid_index >= 1).then_some(mid_index),
+            drop_at: point(faults.drop_after),
+            error_at: point(faults.error_event_after),
+        }
+    }
+
+    /// Returns the virtual time token `index`, produced at `produced`, is sent.
+    fn send_time(&self, index: usize, produced: Duration) -> Duration {
+        let mut time = produced + self.stall_first;
+        if self.mid_index.is_some_and(|mid| index >= mid) {
+            time += self.stall_mid;
+        }
+        time
+    }
+
+    fn send_times(&self, produced: &[Duration]) -> Vec<Duration> {
+        produced
+            .iter()
+            .enumerate()
+            .map(|(index, time)| self.send_time(index, *time))
+            .collect()
+    }
+
+    /// Sleeps until the wall time of `virtual_time`, if it is still ahead.
+    async fn wait_until(&self, virtual_time: Duration) {
+        let wake_at = self.clock.wall_at(virtual_time);
+        if wake_at > tokio::time::Instant::now() {
+            tokio::time::sleep_until(wake_at).await;
         }
     }
 }
@@ -639,19 +791,28 @@ struct StreamState {
     events: mpsc::UnboundedReceiver<Event>,
     guard: AbortGuard,
     context: ReplyContext,
+    delivery: Delivery,
     include_usage: bool,
     queued: VecDeque<Bytes>,
     /// Virtual send time of each token so far.
     send_times: Vec<Duration>,
+    /// The connection closes once `queued` is empty.
+    drop_connection: bool,
     done: bool,
 }
 
-/// Streams one chunk per token at the wall time the engine produces it.
+/// Streams one chunk per token at the wall time the engine produces it,
+/// delayed by injected stalls.
 ///
 /// The role-only chunk goes out together with the first token, as in vLLM,
 /// so a client that times the first chunk measures the time to first token.
+/// An injected drop ends the body with an error, which closes the
+/// connection without the final chunks. An injected error event is sent
+/// as `data: {"error": {...}}` followed by `[DONE]`, as vLLM does when
+/// generation fails mid-stream.
 fn stream_response(
     context: ReplyContext,
+    delivery: Delivery,
     events: mpsc::UnboundedReceiver<Event>,
     guard: AbortGuard,
     include_usage: bool,
@@ -660,37 +821,31 @@ fn stream_response(
         events,
         guard,
         context,
+        delivery,
         include_usage,
         queued: VecDeque::new(),
         send_times: Vec::new(),
+        drop_connection: false,
         done: false,
     };
     let chunks = futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(chunk) = state.queued.pop_front() {
-                return Some((Ok::<Bytes, Infallible>(chunk), state));
+                return Some((Ok::<Bytes, std::io::Error>(chunk), state));
+            }
+            if state.drop_connection {
+                state.drop_connection = false;
+                state.done = true;
+                // The pause makes hyper flush the chunks already sent before the error closes the connection.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let error = std::io::Error::other("injected fault: connection dropped");
+                return Some((Err(error), state));
             }
             if state.done {
                 return None;
             }
             match state.events.recv().await {
-                Some(Event::Token { index, at }) => {
-                    if state.send_times.is_empty() {
-                        let role = state.context.chunk(
-                            json!({"role": "assistant", "content": ""}),
-                            None,
-                            state.include_usage,
-                        );
-                        state.queued.push_back(role);
-                    }
-                    state.send_times.push(at);
-                    let content = state.context.reply.token(index);
-                    let chunk =
-                        state
-                            .context
-                            .chunk(json!({"content": content}), None, state.include_usage);
-                    state.queued.push_back(chunk);
-                }
+                Some(Event::Token { index, at }) => state.send_token(index, at).await,
                 Some(Event::Finished(finished)) => {
                     state.guard.disarm();
                     let record =
@@ -717,6 +872,61 @@ fn stream_response(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(chunks))
         .expect("static headers are valid")
+}
+
+impl StreamState {
+    /// Waits until token `index` is due and queues its chunk, or the
+    /// injected fault that replaces it.
+    async fn send_token(&mut self, index: usize, produced: Duration) {
+        let send_at = self.delivery.send_time(index, produced);
+        self.delivery.wait_until(send_at).await;
+        let sent = self.send_times.len();
+        if self.delivery.drop_at == Some(sent) {
+            tracing::debug!(
+                request_id = self.guard.id,
+                tokens_sent = sent,
+                "injected fault: dropping the stream"
+            );
+            // The armed guard aborts the engine request when the stream is dropped.
+            self.drop_connection = true;
+            return;
+        }
+        if self.delivery.error_at == Some(sent) {
+            tracing::debug!(
+                request_id = self.guard.id,
+                tokens_sent = sent,
+                "injected fault: error event"
+            );
+            let error = json!({
+                "error": {
+                    "message": format!("Injected fault: generation failed after {sent} tokens."),
+                    "type": "server_error",
+                    "param": null,
+                    "code": 500,
+                }
+            });
+            self.queued.push_back(sse_event(&error));
+            self.queued
+                .push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+            self.done = true;
+            return;
+        }
+
+        if self.send_times.is_empty() {
+            let role = self.context.chunk(
+                json!({"role": "assistant", "content": ""}),
+                None,
+                self.include_usage,
+            );
+            self.queued.push_back(role);
+        }
+        self.send_times.push(send_at);
+        let content = self.context.reply.token(index);
+        let chunk = self
+            .context
+            .chunk(json!({"content": content}), None, self.include_usage);
+        self.queued.push_back(chunk);
+    }
 }
 
 async fn list_models(State(state): State<Arc<AppState>>) -> Json<Value> {

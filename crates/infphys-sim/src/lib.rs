@@ -50,6 +50,13 @@
 //! `stream_record_matches_client_clock` measured about 3 ms for the first
 //! token and 1 to 2 ms mean error per token gap on a shared 2-core machine.
 //!
+//! # Faults
+//!
+//! [`SimConfig::faults`] injects error statuses, stalls, dropped
+//! connections and mid-stream error events into a share of the requests,
+//! and the `x-infphys-fault` request header injects them into one request,
+//! as [`Faults`] describes.
+//!
 //! Replies are filler words, one per token. If the last user message
 //! contains `Reply with only: X`, the reply is X. Prompt tokens are
 //! estimated as `ceil(chars / 4) + 4` per message.
@@ -69,6 +76,7 @@ mod config;
 mod driver;
 #[doc(hidden)]
 pub mod engine;
+mod faults;
 mod http;
 pub mod preset;
 mod record;
@@ -76,5 +84,6 @@ mod server;
 mod text;
 
 pub use config::{SimConfig, SimError};
+pub use faults::Faults;
 pub use preset::{Physics, Preset};
 pub use server::{SimHandle, router, serve, spawn};
