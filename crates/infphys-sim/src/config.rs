@@ -1,6 +1,7 @@
 //! Server configuration and the crate's error type.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use crate::faults::Faults;
 use crate::preset::{Physics, Preset, preset_names};
@@ -37,6 +38,21 @@ pub enum SimError {
     },
 }
 
+/// Periodic pause of the whole engine, such as a garbage-collection pause
+/// or a job that preempts the GPU.
+///
+/// In virtual time, the engine stops at `every`, `2 * every`, ... for
+/// `length` each time. A step that would start inside a pause starts when
+/// the pause ends, and a step that is running when a pause begins ends
+/// `length` later. Requests keep arriving and queue during a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stall {
+    /// Virtual time from the start of one pause to the start of the next; greater than `length`.
+    pub every: Duration,
+    /// Virtual duration of each pause; greater than 0.
+    pub length: Duration,
+}
+
 /// Configuration of one simulated server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -61,11 +77,13 @@ pub struct SimConfig {
     pub max_queue: Option<usize>,
     /// Faults injected into requests; none by default.
     pub faults: Faults,
+    /// Periodic pause of the whole engine; `None` by default.
+    pub stall: Option<Stall>,
 }
 
 impl SimConfig {
     /// Creates a configuration with the preset's physics, time scale 1, seed 0,
-    /// 127.0.0.1 on a free port, and an unbounded queue.
+    /// 127.0.0.1 on a free port, an unbounded queue, no faults and no stall.
     pub fn new(preset: Preset) -> Self {
         SimConfig {
             preset,
@@ -77,7 +95,14 @@ impl SimConfig {
             model: "meta/llama-3.1-8b-instruct".to_string(),
             max_queue: None,
             faults: Faults::default(),
+            stall: None,
         }
+    }
+
+    /// Returns the configuration with its engine pausing for `length` every `every` of virtual time.
+    pub fn with_stall(mut self, every: Duration, length: Duration) -> Self {
+        self.stall = Some(Stall { every, length });
+        self
     }
 
     /// Returns the configuration with `faults` injected into its requests.
@@ -109,6 +134,14 @@ impl SimConfig {
             );
         }
         self.faults.validate().map_err(SimError::InvalidConfig)?;
+        if let Some(stall) = self.stall
+            && (stall.length.is_zero() || stall.length >= stall.every)
+        {
+            return invalid(format!(
+                "stall is {:?} every {:?}; set a length greater than 0 and shorter than the period",
+                stall.length, stall.every
+            ));
+        }
         for (name, value) in [
             ("max_num_seqs", physics.max_num_seqs),
             ("max_batched_tokens", physics.max_batched_tokens),
@@ -189,6 +222,24 @@ mod tests {
             let message = config.validate().unwrap_err().to_string();
             assert!(message.contains("time_scale"), "{message}");
         }
+    }
+
+    #[test]
+    fn validate_rejects_bad_stall() {
+        let second = Duration::from_secs(1);
+        for (every, length) in [
+            (second, Duration::ZERO),
+            (second, second),
+            (second, 2 * second),
+        ] {
+            let config = SimConfig::default().with_stall(every, length);
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains("stall"), "{message}");
+        }
+        SimConfig::default()
+            .with_stall(10 * second, second)
+            .validate()
+            .unwrap();
     }
 
     #[test]

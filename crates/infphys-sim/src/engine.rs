@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal, StandardNormal};
 
+use crate::config::Stall;
 use crate::preset::Physics;
 
 /// Identifier the caller assigns to a request; unique per engine.
@@ -171,6 +172,7 @@ pub struct Engine {
     step_rng: StdRng,
     length_rng: StdRng,
     stats: EngineStats,
+    stall: Option<Stall>,
 }
 
 impl Engine {
@@ -198,7 +200,26 @@ impl Engine {
             // A different stream than the jitter, so lengths do not depend on the number of steps.
             length_rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             stats: EngineStats::default(),
+            stall: None,
         }
+    }
+
+    /// Returns the engine with periodic pauses, as [`crate::SimConfig::stall`] describes.
+    ///
+    /// # Panics
+    ///
+    /// Panics if a stall's `length` is 0 or not shorter than `every`.
+    pub fn with_stall(mut self, stall: Option<Stall>) -> Self {
+        if let Some(stall) = stall {
+            assert!(
+                !stall.length.is_zero() && stall.length < stall.every,
+                "stall length {:?} must be above 0 and below its period {:?}",
+                stall.length,
+                stall.every
+            );
+        }
+        self.stall = stall;
+        self
     }
 
     /// Returns the physics the engine runs with.
@@ -317,6 +338,7 @@ impl Engine {
     /// behind `max_queue` others are rejected. A step with nothing to
     /// schedule takes no time.
     pub fn step(&mut self) -> StepReport {
+        self.now = self.after_stall(self.now);
         self.admit_arrivals();
         let start = self.now;
         let mut report = StepReport {
@@ -337,7 +359,7 @@ impl Engine {
         }
 
         let duration = self.step_duration(&plan);
-        let end = start + duration;
+        let end = self.step_end(start, duration);
         self.now = end;
         report.end = end;
         report.batch_seqs = plan.len();
@@ -357,6 +379,37 @@ impl Engine {
         }
         self.collect_finished(&mut report);
         report
+    }
+
+    /// Returns `time`, or the end of the stall it falls in.
+    fn after_stall(&self, time: Duration) -> Duration {
+        let Some(stall) = self.stall else {
+            return time;
+        };
+        let period = stall.every.as_nanos();
+        let index = time.as_nanos() / period;
+        let pause_start = duration_from_nanos(index * period);
+        if index >= 1 && time < pause_start + stall.length {
+            pause_start + stall.length
+        } else {
+            time
+        }
+    }
+
+    /// Returns the end of a step of `duration` starting at `start`, extended by every stall that begins during it.
+    fn step_end(&self, start: Duration, duration: Duration) -> Duration {
+        let mut end = start + duration;
+        let Some(stall) = self.stall else {
+            return end;
+        };
+        let period = stall.every.as_nanos();
+        let mut pause_start = duration_from_nanos((start.as_nanos() / period + 1) * period);
+        // Each pass moves the next pause start forward by more than it moves the end, so the loop ends.
+        while pause_start < end {
+            end += stall.length;
+            pause_start += stall.every;
+        }
+        end
     }
 
     fn admit_arrivals(&mut self) {
@@ -530,6 +583,10 @@ impl Engine {
     }
 }
 
+fn duration_from_nanos(nanos: u128) -> Duration {
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
+
 /// Load of a simulated closed-loop client: `concurrency` workers each send
 /// the next request as soon as the previous one ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -574,7 +631,12 @@ impl LoopOutcome {
 /// sweep takes milliseconds. A timed-out request is aborted at the end of the
 /// first step that passes its deadline, so timeouts resolve to step granularity.
 pub fn run_closed_loop(physics: &Physics, seed: u64, load: &ClosedLoop) -> Vec<LoopOutcome> {
-    let mut engine = Engine::new(physics.clone(), seed, None);
+    run_closed_loop_on(Engine::new(physics.clone(), seed, None), load)
+}
+
+/// Runs a closed-loop load against `engine`, which may be configured, for
+/// example with [`Engine::with_stall`]; otherwise as [`run_closed_loop`].
+pub fn run_closed_loop_on(mut engine: Engine, load: &ClosedLoop) -> Vec<LoopOutcome> {
     let mut outcomes = Vec::with_capacity(load.requests);
     let mut in_flight: Vec<(RequestId, Duration)> = Vec::new();
     let mut next_id: RequestId = 0;
@@ -659,6 +721,80 @@ pub fn run_closed_loop(physics: &Physics, seed: u64, load: &ClosedLoop) -> Vec<L
         }
     }
     outcomes
+}
+
+/// Load of a simulated open-loop client: requests sent at a constant rate,
+/// whatever the server's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenLoop {
+    /// Requests sent per virtual second.
+    pub rate: f64,
+    /// Total requests to send.
+    pub requests: usize,
+    /// Prompt length of every request in tokens.
+    pub prompt_tokens: usize,
+    /// `max_tokens` of every request.
+    pub max_tokens: usize,
+}
+
+/// Runs an open-loop load against `engine` entirely in virtual time.
+///
+/// Request `i` is sent at `i / rate`, so a stalled server cannot delay the
+/// sends, and each latency runs from the scheduled send time. Outcomes are
+/// in send order.
+///
+/// # Panics
+///
+/// Panics if `rate` is not finite and greater than 0.
+pub fn run_open_loop(mut engine: Engine, load: &OpenLoop) -> Vec<LoopOutcome> {
+    assert!(
+        load.rate.is_finite() && load.rate > 0.0,
+        "open-loop rate {} must be finite and greater than 0",
+        load.rate
+    );
+    let http_overhead = engine.physics().http_overhead;
+    let mut sent_at = Vec::with_capacity(load.requests);
+    for index in 0..load.requests {
+        let sent = Duration::from_secs_f64(index as f64 / load.rate);
+        sent_at.push(sent);
+        engine.submit(EngineRequest {
+            id: index as RequestId,
+            prompt_tokens: load.prompt_tokens,
+            max_tokens: load.max_tokens,
+            enqueue_at: sent + http_overhead,
+            fixed_output_tokens: None,
+        });
+    }
+
+    let mut outcomes: Vec<Option<LoopOutcome>> = vec![None; load.requests];
+    let mut remaining = load.requests;
+    while remaining > 0 {
+        if !engine.has_work() {
+            let arrival = engine
+                .next_arrival()
+                .expect("unfinished requests are queued somewhere");
+            engine.advance_to(arrival);
+        }
+        for finished in engine.step().finished {
+            let index = finished.id as usize;
+            let sent = sent_at[index];
+            outcomes[index] = Some(LoopOutcome {
+                sent_at: sent,
+                done_at: *finished
+                    .token_times
+                    .last()
+                    .expect("a finished request has a token"),
+                completion_tokens: finished.token_times.len(),
+                time_to_first_token: Some(finished.token_times[0] - sent),
+                timed_out: false,
+            });
+            remaining -= 1;
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every request finished"))
+        .collect()
 }
 
 #[cfg(test)]

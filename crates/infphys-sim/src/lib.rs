@@ -57,6 +57,11 @@
 //! and the `x-infphys-fault` request header injects them into one request,
 //! as [`Faults`] describes.
 //!
+//! [`SimConfig::stall`] pauses the whole engine periodically, so a notebook
+//! can show coordinated omission: a closed-loop client sends nothing during
+//! a pause and hides it, and an open-loop client
+//! ([`engine::run_open_loop`]) sees the queue it builds.
+//!
 //! Replies are filler words, one per token. If the last user message
 //! contains `Reply with only: X`, the reply is X. Prompt tokens are
 //! estimated as `ceil(chars / 4) + 4` per message.
@@ -83,7 +88,7 @@ mod record;
 mod server;
 mod text;
 
-pub use config::{SimConfig, SimError};
+pub use config::{SimConfig, SimError, Stall};
 pub use faults::Faults;
 pub use preset::{Physics, Preset};
 pub use server::{SimHandle, router, serve, spawn};

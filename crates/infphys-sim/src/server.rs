@@ -28,7 +28,8 @@ pub fn router(config: &SimConfig) -> axum::Router {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
-    let engine = Engine::new(config.physics.clone(), config.seed, config.max_queue);
+    let engine =
+        Engine::new(config.physics.clone(), config.seed, config.max_queue).with_stall(config.stall);
     let engine = driver::start(engine, driver::Clock::new(config.time_scale));
     let state = AppState {
         config: config.clone(),
