@@ -40,6 +40,12 @@ pub struct TargetArgs {
     /// durations stay in simulated (server) time.
     #[arg(long, global = true, env = "INFPHYS_TIME_SCALE", value_parser = parse_time_scale)]
     pub time_scale: Option<f64>,
+
+    /// Attempts per request, the first included; above 1, failed requests that may succeed later
+    /// (connection errors, timeouts, 429, 5xx) are retried with exponential backoff and jitter,
+    /// honouring Retry-After. Every attempt is its own row.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts: u32,
 }
 
 /// Subcommands.
@@ -60,6 +66,12 @@ pub enum Command {
     /// All four sections with the lab's parameters, their CSV files, the per-request rows as
     /// Parquet, and an HTML report.
     Lab(LabArgs),
+    /// A closed-loop sweep with streamed responses: time to first token and inter-token latency
+    /// per level, with `stream.html`.
+    Stream(StreamArgs),
+    /// An open loop at several arrival rates: latency counted from each request's scheduled
+    /// send time, with `rate.html`.
+    Rate(RateArgs),
 }
 
 /// Options of `infphys sim`.
@@ -171,6 +183,113 @@ pub struct LabArgs {
     pub output: OutputArgs,
 }
 
+/// Options of `infphys stream`.
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    /// Concurrency levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16", value_parser = parse_level)]
+    pub concurrency: Vec<usize>,
+
+    /// Requests per level.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: u64,
+
+    /// max_tokens of each request.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// Timeout per request.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub slo: SloArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Service-level objectives for the knee and goodput.
+#[derive(Debug, Args)]
+pub struct SloArgs {
+    /// Objective on p95 end-to-end latency; the knee is the highest load that meets it.
+    #[arg(long, value_parser = parse_duration)]
+    pub slo_p95: Option<Duration>,
+
+    /// Objective on each request's time to first token, for goodput.
+    #[arg(long, value_parser = parse_duration)]
+    pub slo_ttft: Option<Duration>,
+
+    /// Objective on each request's time per output token, for goodput.
+    #[arg(long, value_parser = parse_duration)]
+    pub slo_tpot: Option<Duration>,
+}
+
+/// How open-loop arrivals are spaced.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ArrivalsArg {
+    /// Exponentially distributed gaps (a Poisson process), seeded.
+    Poisson,
+    /// Evenly spaced arrivals.
+    Constant,
+}
+
+/// Options of `infphys rate`.
+#[derive(Debug, Args)]
+pub struct RateArgs {
+    /// Offered rates in requests per second, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_rate)]
+    pub rates: Vec<f64>,
+
+    /// How arrivals are spaced.
+    #[arg(long, value_enum, default_value_t = ArrivalsArg::Poisson)]
+    pub arrivals: ArrivalsArg,
+
+    /// Seed of the Poisson schedule.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Most requests scheduled per rate.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: u64,
+
+    /// Longest schedule per rate, in server time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Most requests in flight; a request due while the cap is full waits, and the wait counts
+    /// as latency.
+    #[arg(long, value_parser = parse_level)]
+    pub max_in_flight: Option<usize>,
+
+    /// Stream the responses, measuring time to first token.
+    #[arg(long)]
+    pub stream: bool,
+
+    /// max_tokens of each request.
+    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tokens: u32,
+
+    /// Timeout per request.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub slo: SloArgs,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "invalid rate {text:?}: expected requests per second greater than 0, such as 0.5,1,2"
+        )),
+    }
+}
+
 /// Parses a duration such as `60s`, `500ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -235,6 +354,17 @@ mod tests {
         assert!(parse_level("0").unwrap_err().contains("positive integer"));
         assert!(parse_level("x").is_err());
         assert_eq!(parse_level(" 8"), Ok(8));
+    }
+
+    #[test]
+    fn rates_rejected() {
+        for bad in ["0", "-1", "inf", "x"] {
+            assert!(
+                parse_rate(bad).unwrap_err().contains("invalid rate"),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
     }
 
     #[test]

@@ -4,13 +4,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use infphys::analysis::{self, Slo};
+use infphys::calibration::Calibration;
+use infphys::charts;
 use infphys::files::{write_csv, write_parquet};
+use infphys::open_loop::{Arrivals, OpenLoopSpec, rate_sweep};
 use infphys::polars::prelude::DataFrame;
+use infphys::report::Report;
 use infphys::target::{BaseUrl, parse_base_url};
-use infphys::{ChatRequest, Client, LabParams, LabResults, Progress, TargetSpec};
+use infphys::{ChatRequest, Client, LabParams, LabResults, Progress, Sweep, TargetSpec};
 
 use crate::args::{
-    BaselineArgs, Cli, Command, LabArgs, SimArgs, SweepArgs, TargetArgs, TokensArgs,
+    ArrivalsArg, BaselineArgs, Cli, Command, LabArgs, RateArgs, SimArgs, SloArgs, StreamArgs,
+    SweepArgs, TargetArgs, TokensArgs,
 };
 
 /// Runs the parsed command line.
@@ -28,6 +34,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Tokens(args) => tokens(&connect(&cli.target).await?, &args).await,
         Command::Lab(args) => lab(&connect(&cli.target).await?, &args).await,
+        Command::Stream(args) => stream(&connect(&cli.target).await?, &args).await,
+        Command::Rate(args) => rate(&connect(&cli.target).await?, &args).await,
     }
 }
 
@@ -53,7 +61,12 @@ async fn connect(args: &TargetArgs) -> Result<Client> {
     let spec = target_spec(args)?;
     let target = infphys::resolve(&spec).await?;
     eprintln!("{}", target.describe());
-    Ok(Client::new(target)?)
+    let policy = if args.attempts > 1 {
+        infphys::retry::RetryPolicy::exponential(args.attempts)
+    } else {
+        infphys::retry::RetryPolicy::none()
+    };
+    Ok(Client::new(target)?.with_retry(policy))
 }
 
 async fn preflight(client: &Client) -> Result<()> {
@@ -314,7 +327,12 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
         overload,
     };
     write_parquet(&results.requests_frame()?, &out.join("requests.parquet"))?;
-    let report = infphys::report::render_report(&results, &client.target().describe())?;
+    let calibration = calibrate().await;
+    let report = infphys::report::render_report(
+        &results,
+        &client.target().describe(),
+        calibration.as_ref(),
+    )?;
     let report_path = out.join("report.html");
     std::fs::write(&report_path, report)
         .with_context(|| format!("failed to write {}", report_path.display()))?;
@@ -322,6 +340,204 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
         "\nwrote baseline.csv, sweep.csv, tokens.csv, overload.csv, requests.parquet and report.html to {}",
         out.display()
     );
+    Ok(())
+}
+
+/// Measures the client's own overhead for the report; a failure only leaves it out.
+async fn calibrate() -> Option<Calibration> {
+    match infphys::calibration::calibrate(300, 64).await {
+        Ok(calibration) => {
+            eprintln!("{calibration}");
+            Some(calibration)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "client calibration failed; the report leaves it out");
+            None
+        }
+    }
+}
+
+fn slo_of(args: &SloArgs) -> Slo {
+    Slo {
+        ttft: args.slo_ttft,
+        tpot: args.slo_tpot,
+        e2e: args.slo_p95,
+    }
+}
+
+/// Adds the knee, Little's law and goodput of `sweep` to `report` and prints them.
+fn add_analysis(
+    report: &mut Report,
+    sweep: &Sweep,
+    summary: &DataFrame,
+    load_column: &str,
+    slo: &SloArgs,
+) -> Result<()> {
+    let knee = match slo.slo_p95 {
+        Some(objective) => analysis::knee(summary, load_column, infphys::schema::P95_S, objective)?,
+        None => None,
+    };
+    match (&knee, slo.slo_p95) {
+        (Some(knee), _) => println!(
+            "\nknee: {load_column} {:.3} keeps p95 within {} s",
+            knee.load, knee.slo_s
+        ),
+        (None, Some(objective)) => println!(
+            "\nno knee: even the lightest load misses the {} s p95 objective",
+            objective.as_secs_f64()
+        ),
+        (None, None) => {}
+    }
+    report.chart(&charts::latency_vs_load(
+        summary,
+        load_column,
+        knee.as_ref(),
+    )?);
+
+    let littles = analysis::littles_law_frame(sweep)?;
+    print_table(
+        "Little's law in each run's steady window (predicted = throughput x mean latency)",
+        &littles,
+    );
+    report.section(
+        "Little's law",
+        "Measured requests in flight against throughput times mean latency, in each run's steady window.",
+        &littles,
+    );
+
+    let objectives = slo_of(slo);
+    if objectives != Slo::default() {
+        let goodput = analysis::goodput_frame(sweep, &objectives)?;
+        print_table(
+            "Goodput: requests per second that met every objective",
+            &goodput,
+        );
+        report.section(
+            "Goodput",
+            "Successful requests per second that met every objective.",
+            &goodput,
+        );
+    }
+    Ok(())
+}
+
+async fn stream(client: &Client, args: &StreamArgs) -> Result<()> {
+    let out = &args.output.out;
+    prepare_output(out)?;
+    preflight(client).await?;
+    let lab = LabParams::default();
+    let request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
+        .temperature(lab.temperature)
+        .timeout(args.timeout)
+        .streaming();
+
+    let result = infphys::sweep(
+        client,
+        &args.concurrency,
+        args.requests as usize,
+        &request,
+        Progress::Stderr,
+    )
+    .await?;
+    let summary = result.summary_frame()?;
+    let requests = result.requests_frame()?;
+    print_table(
+        "Streaming sweep: TTFT, inter-token latency and throughput",
+        &summary,
+    );
+    save(out, "stream", &summary, &requests)?;
+
+    let mut report = Report::new("Streaming sweep", &client.target().describe());
+    if let Some(calibration) = calibrate().await {
+        report.calibration(&calibration);
+    }
+    report
+        .section(
+            "Streaming sweep",
+            "Time to first token grows with queueing; time per output token grows with batch size.",
+            &summary,
+        )
+        .chart(&charts::duration_histogram(
+            &requests,
+            infphys::schema::TTFT_S,
+            "Time to first token",
+        )?)
+        .chart(&charts::duration_histogram(
+            &requests,
+            infphys::schema::TPOT_S,
+            "Time per output token",
+        )?);
+    add_analysis(
+        &mut report,
+        &result,
+        &summary,
+        infphys::schema::CONCURRENCY,
+        &args.slo,
+    )?;
+    write_report(out, "stream.html", &report)
+}
+
+async fn rate(client: &Client, args: &RateArgs) -> Result<()> {
+    let out = &args.output.out;
+    prepare_output(out)?;
+    preflight(client).await?;
+    let lab = LabParams::default();
+    let mut request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
+        .temperature(lab.temperature)
+        .timeout(args.timeout);
+    request.stream = args.stream;
+    let template = OpenLoopSpec {
+        rate_rps: args.rates[0],
+        arrivals: match args.arrivals {
+            ArrivalsArg::Poisson => Arrivals::Poisson { seed: args.seed },
+            ArrivalsArg::Constant => Arrivals::Constant,
+        },
+        max_requests: args.requests as usize,
+        duration: args.duration,
+        max_in_flight: args.max_in_flight,
+        request,
+    };
+
+    let result = rate_sweep(client, &args.rates, &template, Progress::Stderr).await?;
+    let summary = result.summary_frame()?;
+    let requests = result.requests_frame()?;
+    print_table(
+        "Open loop: latency counted from each scheduled send time",
+        &summary,
+    );
+    save(out, "rate", &summary, &requests)?;
+
+    let mut report = Report::new("Open-loop rate sweep", &client.target().describe());
+    if let Some(calibration) = calibrate().await {
+        report.calibration(&calibration);
+    }
+    report.section(
+        "Open loop",
+        "Requests are sent on schedule whatever the server does; latency counts from the scheduled time.",
+        &summary,
+    );
+    if args.stream {
+        report.chart(&charts::duration_histogram(
+            &requests,
+            infphys::schema::TTFT_S,
+            "Time to first token",
+        )?);
+    }
+    add_analysis(
+        &mut report,
+        &result,
+        &summary,
+        infphys::schema::OFFERED_RPS,
+        &args.slo,
+    )?;
+    write_report(out, "rate.html", &report)
+}
+
+fn write_report(out: &Path, name: &str, report: &Report) -> Result<()> {
+    let path = out.join(name);
+    std::fs::write(&path, report.render())
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 

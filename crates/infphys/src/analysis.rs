@@ -96,6 +96,9 @@ pub struct LittlesLaw {
     pub mean_latency: Duration,
     /// The concurrency the loop was configured with.
     pub concurrency: usize,
+    /// Requests sent inside the window. With few of them the edges of the window dominate and
+    /// the check is loose; a few dozen make it tight.
+    pub requests_in_window: usize,
 }
 
 impl LittlesLaw {
@@ -151,6 +154,7 @@ pub fn littles_law(run: &LoadRun) -> Option<LittlesLaw> {
             sent_inside.iter().sum::<f64>() / sent_inside.len() as f64,
         ),
         concurrency: run.concurrency,
+        requests_in_window: sent_inside.len(),
     })
 }
 
@@ -197,6 +201,12 @@ pub fn littles_law_frame(sweep: &Sweep) -> PolarsResult<DataFrame> {
             "predicted_in_flight".into(),
             rows.iter()
                 .map(|(_, l)| l.predicted_in_flight())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "requests_in_window".into(),
+            rows.iter()
+                .map(|(_, l)| l.requests_in_window as u64)
                 .collect::<Vec<_>>(),
         ),
         Column::new(

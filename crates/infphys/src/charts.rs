@@ -3,9 +3,9 @@
 //! Every builder takes the DataFrame the lab displays beside the chart, reads columns by their
 //! [`crate::schema`] names, and uses the `plotly_white` theme.
 
-use plotly::common::{AxisSide, Mode, Title};
+use plotly::common::{AxisSide, DashType, Mode, Title};
 use plotly::layout::themes::BuiltinTheme;
-use plotly::layout::{Axis, Layout};
+use plotly::layout::{Axis, Layout, Shape, ShapeLine, ShapeType};
 use plotly::{Bar, BoxPlot, HeatMap, Histogram, Plot, Scatter};
 use polars::prelude::*;
 
@@ -240,6 +240,79 @@ pub fn overload_chart(summary: &DataFrame, timeout_s: f64) -> PolarsResult<Plot>
                     .range(vec![0.0, top]),
             ),
     ))
+}
+
+/// Histogram of a per-request duration column (such as `ttft_s` or `tpot_s`) over successful
+/// requests that measured it, in 30 bins.
+pub fn duration_histogram(requests: &DataFrame, column: &str, title: &str) -> PolarsResult<Plot> {
+    let values = column_f64(requests, column)?;
+    let ok = requests.column(OK)?.bool()?;
+    let measured: Vec<f64> = values
+        .into_iter()
+        .zip(ok.iter())
+        .filter(|(v, ok)| ok.unwrap_or(false) && v.is_finite())
+        .map(|(v, _)| v)
+        .collect();
+    let trace = Histogram::new(measured).name(column).n_bins_x(30);
+    Ok(plot(
+        vec![trace],
+        layout(title)
+            .x_axis(Axis::new().title("seconds"))
+            .y_axis(Axis::new().title("requests")),
+    ))
+}
+
+/// p50, p95 and p99 latency against `load_column` (`concurrency` or `offered_rps`) from a load
+/// summary frame, with the objective as a horizontal line and the knee as a vertical one when
+/// given.
+pub fn latency_vs_load(
+    summary: &DataFrame,
+    load_column: &str,
+    knee: Option<&crate::analysis::Knee>,
+) -> PolarsResult<Plot> {
+    let x = column_f64(summary, load_column)?;
+    let mut traces: Vec<Box<dyn plotly::Trace>> = Vec::new();
+    for name in [P50_S, P95_S, P99_S] {
+        let (xs, ys) = finite_pairs(&x, &column_f64(summary, name)?);
+        traces.push(Scatter::new(xs, ys).name(name).mode(Mode::LinesMarkers));
+    }
+
+    let mut chart_layout = layout(&format!("Latency vs {load_column}"))
+        .x_axis(Axis::new().title(load_column))
+        .y_axis(Axis::new().title("seconds"));
+    if let Some(knee) = knee {
+        let dashed = |color: &str| {
+            ShapeLine::new()
+                .color(color.to_owned())
+                .dash(DashType::Dash)
+                .width(2.0)
+        };
+        chart_layout = chart_layout.shapes(vec![
+            Shape::new()
+                .shape_type(ShapeType::Line)
+                .x_ref("paper")
+                .x0(0.0)
+                .x1(1.0)
+                .y0(knee.slo_s)
+                .y1(knee.slo_s)
+                .line(dashed("gray"))
+                .name("SLO"),
+            Shape::new()
+                .shape_type(ShapeType::Line)
+                .y_ref("paper")
+                .x0(knee.load)
+                .x1(knee.load)
+                .y0(0.0)
+                .y1(1.0)
+                .line(dashed("firebrick"))
+                .name("knee"),
+        ]);
+        chart_layout = chart_layout.title(Title::with_text(format!(
+            "Latency vs {load_column}; knee at {:.3} for a {} s objective",
+            knee.load, knee.slo_s
+        )));
+    }
+    Ok(plot(traces, chart_layout))
 }
 
 #[cfg(test)]

@@ -188,8 +188,8 @@ pub struct RequestFailure {
     /// From just before the request was sent to the failure, in server time.
     pub latency: Duration,
     /// What a stream delivered before it failed, when the request was streamed and the
-    /// response had started.
-    pub stream: Option<StreamTiming>,
+    /// response had started; boxed to keep failures small.
+    pub stream: Option<Box<StreamTiming>>,
     /// The server's `Retry-After` header in seconds, read as server time.
     pub retry_after: Option<Duration>,
 }

@@ -19,6 +19,7 @@
 //! - [`display`] and [`report`]: HTML tables and charts, and the offline lab report.
 //! - [`analysis`]: Little's law on a measured run.
 //! - [`notebook`]: display in the evcxr Jupyter kernel: tables as HTML, charts drawn offline.
+//! - [`calibration`]: the client's own overhead and ceiling on this machine, for reports.
 //! - [`lab`]: the lab's parameters, its preflight and a run of all four sections.
 //! - [`blocking`]: the same operations for code that is not async, such as notebook cells.
 //! - `files` (feature `files`): CSV and Parquet writers.
@@ -37,6 +38,7 @@
 
 pub mod analysis;
 pub mod blocking;
+pub mod calibration;
 pub mod charts;
 pub mod client;
 pub mod display;

@@ -1,15 +1,89 @@
-//! The lab's HTML report: every table and chart in one file that works offline.
+//! HTML reports: tables and charts in one file that works offline.
+//!
+//! [`Report`] assembles sections; [`render_report`] builds the lab's report from its four
+//! sections. plotly.js is embedded once per page, so the charts draw with no network access.
 
+use plotly::Plot;
 use polars::prelude::*;
 
+use crate::calibration::Calibration;
 use crate::charts;
 use crate::display::{chart_div, escape_html, frame_to_html, plotly_js};
 use crate::lab::LabResults;
 
-/// Renders the report for `results`; `target` is the line that says which server was measured.
-///
-/// plotly.js is embedded once, so the page draws its charts with no network access.
-pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String> {
+/// An HTML report under construction.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    body: String,
+    charts: usize,
+}
+
+impl Report {
+    /// Starts a report with a title and the line that says which server was measured.
+    pub fn new(title: &str, target: &str) -> Self {
+        let mut report = Self::default();
+        report.body.push_str(&format!(
+            "<h1>{}</h1>\n<p class=\"target\">{}</p>\n",
+            escape_html(title),
+            escape_html(target)
+        ));
+        report
+    }
+
+    /// Adds the client's calibration, so a reader knows what differences the client resolves.
+    pub fn calibration(&mut self, calibration: &Calibration) -> &mut Self {
+        self.body.push_str(&format!(
+            "<p class=\"calibration\">{}</p>\n",
+            escape_html(&calibration.to_string())
+        ));
+        self
+    }
+
+    /// Adds a section heading, a sentence on what to look for, and a table.
+    pub fn section(&mut self, title: &str, note: &str, table: &DataFrame) -> &mut Self {
+        self.body.push_str(&format!(
+            "<h2>{}</h2>\n<p>{}</p>\n{}\n",
+            escape_html(title),
+            escape_html(note),
+            frame_to_html(table)
+        ));
+        self
+    }
+
+    /// Adds a paragraph of text.
+    pub fn paragraph(&mut self, text: &str) -> &mut Self {
+        self.body
+            .push_str(&format!("<p>{}</p>\n", escape_html(text)));
+        self
+    }
+
+    /// Adds a chart.
+    pub fn chart(&mut self, plot: &Plot) -> &mut Self {
+        self.charts += 1;
+        self.body
+            .push_str(&chart_div(plot, &format!("chart-{}", self.charts)));
+        self
+    }
+
+    /// Renders the whole page.
+    pub fn render(&self) -> String {
+        format!(
+            "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <title>Inference physics report</title>\n<style>{STYLE}</style>\n\
+             <script type=\"text/javascript\">{js}</script>\n</head>\n<body>\n{body}</body>\n</html>\n",
+            js = plotly_js(),
+            body = self.body,
+        )
+    }
+}
+
+/// Renders the lab's report for `results`; `target` is the line that says which server was
+/// measured.
+pub fn render_report(
+    results: &LabResults,
+    target: &str,
+    calibration: Option<&Calibration>,
+) -> PolarsResult<String> {
     let baseline_requests = results.baseline.requests_frame()?;
     let sweep_summary = results.sweep.summary_frame()?;
     let tokens = results.tokens.frame()?;
@@ -20,87 +94,52 @@ pub fn render_report(results: &LabResults, target: &str) -> PolarsResult<String>
         .first()
         .map_or(0.0, |r| r.timeout.as_secs_f64());
 
-    let mut body = String::new();
-    body.push_str(&format!(
-        "<h1>Inference physics lab</h1>\n<p class=\"target\">{}</p>\n",
-        escape_html(target)
-    ));
-
-    section(
-        &mut body,
-        "Baseline: single-request latency",
-        "Sequential requests, one at a time: the noise floor before any concurrency.",
-        &results.baseline.latency_summary_frame()?,
-    );
-    body.push_str(&chart_div(
-        &charts::latency_histogram(&baseline_requests, "Baseline latency histogram")?,
-        "baseline-histogram",
-    ));
-    body.push_str(&chart_div(
-        &charts::latency_box(&baseline_requests, "Baseline latency box plot")?,
-        "baseline-box",
-    ));
-
-    section(
-        &mut body,
-        "Concurrency sweep: the p95 cliff",
-        "Throughput rises and then flattens; the tail percentiles climb once requests queue.",
-        &sweep_summary,
-    );
-    body.push_str(&chart_div(
-        &charts::latency_vs_concurrency(&sweep_summary)?,
-        "sweep-latency",
-    ));
-    body.push_str(&chart_div(
-        &charts::throughput_vs_concurrency(&sweep_summary)?,
-        "sweep-throughput",
-    ));
-    body.push_str(&chart_div(
-        &charts::error_rate_bars(&sweep_summary)?,
-        "sweep-errors",
-    ));
-
-    section(
-        &mut body,
-        "Token budget: generation dominates",
-        "p95 latency for each prompt size and max_tokens.",
-        &tokens,
-    );
-    body.push_str(&chart_div(
-        &charts::p95_vs_max_tokens(&tokens)?,
-        "tokens-lines",
-    ));
-    body.push_str(&chart_div(&charts::p95_heatmap(&tokens)?, "tokens-heatmap"));
-
-    section(
-        &mut body,
-        "Overload: backpressure and timeouts",
-        "A short timeout and rising concurrency: queueing first, then failures.",
-        &overload_summary,
-    );
-    body.push_str(&chart_div(
-        &charts::overload_chart(&overload_summary, overload_timeout_s)?,
-        "overload",
-    ));
-
-    Ok(format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>Inference physics lab report</title>\n<style>{STYLE}</style>\n\
-         <script type=\"text/javascript\">{js}</script>\n</head>\n<body>\n{body}</body>\n</html>\n",
-        js = plotly_js(),
-    ))
-}
-
-fn section(body: &mut String, title: &str, note: &str, table: &DataFrame) {
-    body.push_str(&format!(
-        "<h2>{}</h2>\n<p>{}</p>\n{}\n",
-        escape_html(title),
-        escape_html(note),
-        frame_to_html(table)
-    ));
+    let mut report = Report::new("Inference physics lab", target);
+    if let Some(calibration) = calibration {
+        report.calibration(calibration);
+    }
+    report
+        .section(
+            "Baseline: single-request latency",
+            "Sequential requests, one at a time: the noise floor before any concurrency.",
+            &results.baseline.latency_summary_frame()?,
+        )
+        .chart(&charts::latency_histogram(
+            &baseline_requests,
+            "Baseline latency histogram",
+        )?)
+        .chart(&charts::latency_box(
+            &baseline_requests,
+            "Baseline latency box plot",
+        )?)
+        .section(
+            "Concurrency sweep: the p95 cliff",
+            "Throughput rises and then flattens; the tail percentiles climb once requests queue.",
+            &sweep_summary,
+        )
+        .chart(&charts::latency_vs_concurrency(&sweep_summary)?)
+        .chart(&charts::throughput_vs_concurrency(&sweep_summary)?)
+        .chart(&charts::error_rate_bars(&sweep_summary)?)
+        .section(
+            "Token budget: generation dominates",
+            "p95 latency for each prompt size and max_tokens.",
+            &tokens,
+        )
+        .chart(&charts::p95_vs_max_tokens(&tokens)?)
+        .chart(&charts::p95_heatmap(&tokens)?)
+        .section(
+            "Overload: backpressure and timeouts",
+            "A short timeout and rising concurrency: queueing first, then failures.",
+            &overload_summary,
+        )
+        .chart(&charts::overload_chart(
+            &overload_summary,
+            overload_timeout_s,
+        )?);
+    Ok(report.render())
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px}\
-table{border-collapse:collapse;font-size:0.85rem;margin:0.5rem 0 1rem}\
+table{border-collapse:collapse;font-size:0.8rem;margin:0.5rem 0 1rem;display:block;overflow-x:auto}\
 th,td{border:1px solid #ccc;padding:0.2rem 0.5rem;text-align:right}\
-th{background:#f3f3f3}.target{font-weight:bold}";
+th{background:#f3f3f3}.target{font-weight:bold}.calibration{color:#555}";

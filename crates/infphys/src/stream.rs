@@ -222,7 +222,7 @@ pub(crate) async fn run(
         },
         status,
         latency: elapsed(),
-        stream,
+        stream: stream.map(Box::new),
         retry_after: None,
     };
 
