@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::engine::{Engine, EngineRequest, EngineStats, Finished, QueueFull, RequestId};
+use crate::metrics::LatencyMetrics;
 
 /// Shortest sleep the engine task takes; closer deadlines run without sleeping.
 const MIN_SLEEP: Duration = Duration::from_millis(1);
@@ -82,6 +83,8 @@ pub(crate) enum Event {
 pub(crate) struct EngineHandle {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) stats: Arc<Mutex<EngineStats>>,
+    /// Latency histograms, shared by every replica of the server.
+    pub(crate) latency: Arc<Mutex<LatencyMetrics>>,
     pub(crate) clock: Clock,
 }
 
@@ -106,7 +109,11 @@ struct Subscriber {
 /// Every replica of one server shares one `clock`, so that the HTTP layer
 /// and all engines agree on virtual time. The task ends when every
 /// [`EngineHandle`] is dropped.
-pub(crate) fn start(engine: Engine, clock: Clock) -> EngineHandle {
+pub(crate) fn start(
+    engine: Engine,
+    clock: Clock,
+    latency: Arc<Mutex<LatencyMetrics>>,
+) -> EngineHandle {
     let (commands, receiver) = mpsc::unbounded_channel();
     let stats = Arc::new(Mutex::new(engine.stats()));
     let task = EngineTask {
@@ -115,11 +122,13 @@ pub(crate) fn start(engine: Engine, clock: Clock) -> EngineHandle {
         receiver,
         subscribers: HashMap::new(),
         stats: Arc::clone(&stats),
+        latency: Arc::clone(&latency),
     };
     tokio::spawn(task.run());
     EngineHandle {
         commands,
         stats,
+        latency,
         clock,
     }
 }
@@ -130,6 +139,7 @@ struct EngineTask {
     receiver: mpsc::UnboundedReceiver<Command>,
     subscribers: HashMap<RequestId, Subscriber>,
     stats: Arc<Mutex<EngineStats>>,
+    latency: Arc<Mutex<LatencyMetrics>>,
 }
 
 impl EngineTask {
@@ -249,6 +259,16 @@ impl EngineTask {
                     index,
                     at: report.end,
                 });
+            }
+        }
+        if !report.finished.is_empty() {
+            let http_overhead = self.engine.physics().http_overhead;
+            let mut latency = self
+                .latency
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for finished in &report.finished {
+                latency.observe(finished, finished.enqueue_at.saturating_sub(http_overhead));
             }
         }
         for finished in report.finished {

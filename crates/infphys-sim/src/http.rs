@@ -19,6 +19,7 @@ use crate::config::SimConfig;
 use crate::driver::{Clock, Command, EngineHandle, Event};
 use crate::engine::{EngineRequest, Finished, RequestId};
 use crate::faults::{FAULT_HEADER, FaultPlan, TokenPoint, parse_fault_header};
+use crate::metrics;
 use crate::record::TimingRecord;
 use crate::text;
 
@@ -946,58 +947,16 @@ async fn health_ready() -> Json<Value> {
     Json(json!({"object": "health-response", "message": "Service is ready."}))
 }
 
-/// Writes engine occupancy in the Prometheus text format with vLLM metric names.
+/// Writes engine occupancy and latency histograms in the Prometheus text format with vLLM metric names.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.engine.stats();
-    let model = state
-        .config
-        .model
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    let series: [(&str, &str, &str, String); 6] = [
-        (
-            "vllm:num_requests_running",
-            "gauge",
-            "Number of requests in model execution batches.",
-            stats.running.to_string(),
-        ),
-        (
-            "vllm:num_requests_waiting",
-            "gauge",
-            "Number of requests waiting to be processed.",
-            stats.waiting.to_string(),
-        ),
-        (
-            "vllm:gpu_cache_usage_perc",
-            "gauge",
-            "GPU KV-cache usage. 1 means 100 percent usage.",
-            stats.kv_usage.to_string(),
-        ),
-        (
-            "vllm:num_preemptions_total",
-            "counter",
-            "Cumulative number of preemptions from the engine.",
-            stats.preemptions_total.to_string(),
-        ),
-        (
-            "vllm:prompt_tokens_total",
-            "counter",
-            "Number of prefill tokens processed.",
-            stats.prompt_tokens_total.to_string(),
-        ),
-        (
-            "vllm:generation_tokens_total",
-            "counter",
-            "Number of generation tokens processed.",
-            stats.generation_tokens_total.to_string(),
-        ),
-    ];
-    let mut body = String::new();
-    for (name, kind, help, value) in series {
-        body.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{model_name=\"{model}\"}} {value}\n"
-        ));
-    }
+    let latency = state
+        .engine
+        .latency
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let body = metrics::render(&stats, &latency, &state.config.model);
     (
         [(
             header::CONTENT_TYPE,

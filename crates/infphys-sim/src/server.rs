@@ -2,8 +2,8 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -12,6 +12,7 @@ use crate::config::{SimConfig, SimError};
 use crate::driver;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::metrics::LatencyMetrics;
 
 /// Builds the HTTP routes and starts the engine task on the current tokio runtime.
 ///
@@ -30,7 +31,8 @@ pub fn router(config: &SimConfig) -> axum::Router {
     }
     let engine =
         Engine::new(config.physics.clone(), config.seed, config.max_queue).with_stall(config.stall);
-    let engine = driver::start(engine, driver::Clock::new(config.time_scale));
+    let latency = Arc::new(Mutex::new(LatencyMetrics::default()));
+    let engine = driver::start(engine, driver::Clock::new(config.time_scale), latency);
     let state = AppState {
         config: config.clone(),
         engine,
