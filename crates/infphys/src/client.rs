@@ -173,6 +173,11 @@ pub struct ChatReply {
     pub usage: Option<Usage>,
     /// Timing of a streamed response; `None` for a non-streaming request.
     pub stream: Option<StreamTiming>,
+    /// The `infphys` object of the response, which the built-in simulator adds: its own
+    /// virtual-time record of the request (`queued_s`, `first_token_s`, `last_token_s`,
+    /// `token_times_s`), for comparing the client's view with the server's. `None` for other
+    /// servers.
+    pub server_timing: Option<Value>,
 }
 
 /// A failed chat completion.
@@ -484,6 +489,7 @@ fn parse_reply(
         status,
         usage,
         stream: None,
+        server_timing: json.get("infphys").cloned(),
     })
 }
 

@@ -68,6 +68,7 @@ struct State {
     done: bool,
     usage: Option<Usage>,
     any_data: bool,
+    server_timing: Option<Value>,
 }
 
 impl State {
@@ -107,6 +108,9 @@ impl State {
             ));
         }
 
+        if let Some(record) = json.get("infphys").filter(|r| r.is_object()) {
+            self.server_timing = Some(record.clone());
+        }
         if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(Usage {
                 prompt_tokens: usage
@@ -315,5 +319,6 @@ pub(crate) async fn run(
         status,
         usage: state.usage,
         stream: Some(timing),
+        server_timing: state.server_timing,
     })
 }
