@@ -74,6 +74,21 @@ pub enum Command {
     Rate(RateArgs),
 }
 
+impl Command {
+    /// The output folder of a measuring command.
+    pub fn output_folder(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Sim(_) | Command::Preflight => None,
+            Command::Baseline(args) => Some(&args.output.out),
+            Command::Sweep(args) | Command::Overload(args) => Some(&args.output.out),
+            Command::Tokens(args) => Some(&args.output.out),
+            Command::Lab(args) => Some(&args.output.out),
+            Command::Stream(args) => Some(&args.output.out),
+            Command::Rate(args) => Some(&args.output.out),
+        }
+    }
+}
+
 /// Options of `infphys sim`.
 #[derive(Debug, Args)]
 pub struct SimArgs {

@@ -137,6 +137,16 @@ fn prepare_output(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A clone of `client` that appends every finished request to `out/requests.jsonl` as it
+/// arrives, so an interrupted run keeps its rows.
+fn with_journal(client: &Client, out: &Path) -> Result<Client> {
+    let journal = infphys::journal::Journal::create(out.join(JOURNAL_FILE))?;
+    Ok(client.clone().with_journal(journal))
+}
+
+/// The journal's file name inside the output folder.
+pub const JOURNAL_FILE: &str = "requests.jsonl";
+
 fn save(out: &Path, name: &str, summary: &DataFrame, requests: &DataFrame) -> Result<()> {
     let csv = out.join(format!("{name}.csv"));
     write_csv(summary, &csv)?;
@@ -152,6 +162,7 @@ fn print_table(title: &str, df: &DataFrame) {
 
 async fn baseline(client: &Client, args: &BaselineArgs) -> Result<()> {
     prepare_output(&args.output.out)?;
+    let client = &with_journal(client, &args.output.out)?;
     preflight(client).await?;
     let request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
         .temperature(args.temperature)
@@ -176,6 +187,7 @@ enum Section {
 
 async fn sweep(client: &Client, args: &SweepArgs, section: Section) -> Result<()> {
     prepare_output(&args.output.out)?;
+    let client = &with_journal(client, &args.output.out)?;
     preflight(client).await?;
     let lab = LabParams::default();
     let (name, levels, requests, timeout) = match section {
@@ -210,6 +222,7 @@ async fn sweep(client: &Client, args: &SweepArgs, section: Section) -> Result<()
 
 async fn tokens(client: &Client, args: &TokensArgs) -> Result<()> {
     prepare_output(&args.output.out)?;
+    let client = &with_journal(client, &args.output.out)?;
     preflight(client).await?;
     let lab = LabParams::default();
     let template = lab.base_request(args.timeout);
@@ -236,6 +249,7 @@ async fn tokens(client: &Client, args: &TokensArgs) -> Result<()> {
 async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
     let out = &args.output.out;
     prepare_output(out)?;
+    let client = &with_journal(client, out)?;
     preflight(client).await?;
     let params = if args.quick {
         LabParams::quick()
@@ -424,6 +438,7 @@ fn add_analysis(
 async fn stream(client: &Client, args: &StreamArgs) -> Result<()> {
     let out = &args.output.out;
     prepare_output(out)?;
+    let client = &with_journal(client, out)?;
     preflight(client).await?;
     let lab = LabParams::default();
     let request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)
@@ -480,6 +495,7 @@ async fn stream(client: &Client, args: &StreamArgs) -> Result<()> {
 async fn rate(client: &Client, args: &RateArgs) -> Result<()> {
     let out = &args.output.out;
     prepare_output(out)?;
+    let client = &with_journal(client, out)?;
     preflight(client).await?;
     let lab = LabParams::default();
     let mut request = ChatRequest::new(infphys::lab::BASE_PROMPT, args.max_tokens)

@@ -35,11 +35,32 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    let journal = cli
+        .command
+        .output_folder()
+        .map(|out| out.join(commands::JOURNAL_FILE));
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            result = commands::run(cli) => Some(result),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match outcome {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(error)) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("\ninterrupted");
+            if let Some(journal) = journal.filter(|path| path.exists()) {
+                eprintln!(
+                    "every request finished so far is in {} (one JSON object per line; \
+                     infphys::journal::read_journal loads it as a DataFrame)",
+                    journal.display()
+                );
+            }
+            ExitCode::from(130)
         }
     }
 }

@@ -214,6 +214,7 @@ pub struct Client {
     http: reqwest::Client,
     target: Target,
     retry: RetryPolicy,
+    journal: Option<std::sync::Arc<crate::journal::Journal>>,
 }
 
 impl Client {
@@ -231,7 +232,20 @@ impl Client {
             http,
             target,
             retry: RetryPolicy::none(),
+            journal: None,
         })
+    }
+
+    /// Makes the load generators append every finished request to `journal` as it arrives, so
+    /// an interrupted run keeps its rows on disk.
+    pub fn with_journal(mut self, journal: crate::journal::Journal) -> Self {
+        self.journal = Some(std::sync::Arc::new(journal));
+        self
+    }
+
+    /// The journal rows are appended to, if any.
+    pub fn journal(&self) -> Option<&crate::journal::Journal> {
+        self.journal.as_deref()
     }
 
     /// Sets the retry policy the load generators apply; [`Client::chat_once`] always sends once.

@@ -13,6 +13,8 @@
 //!   token-budget grid; every request becomes a [`RequestRecord`].
 //! - [`open_loop`]: requests sent on a constant or Poisson schedule, with latency counted from
 //!   the scheduled time; [`retry`]: retries with backoff, every attempt a row.
+//! - [`journal`]: every finished request appended to a JSON Lines file as it arrives, so an
+//!   interrupted run keeps its rows, and read back as a DataFrame.
 //! - [`stats`]: percentiles (numpy's linear interpolation) and latency summaries.
 //! - [`frames`] and [`schema`]: polars DataFrames with the column names of [`schema`].
 //! - [`charts`]: one `plotly::Plot` builder per chart of the lab.
@@ -46,6 +48,7 @@ mod error;
 #[cfg(feature = "files")]
 pub mod files;
 pub mod frames;
+pub mod journal;
 pub mod lab;
 pub mod load;
 pub mod notebook;

@@ -346,7 +346,13 @@ pub(crate) async fn run_load_labelled(
         }
     });
 
-    let records = collect(receiver, Meter::new(progress, label.to_owned(), total)).await;
+    let records = collect(
+        receiver,
+        Meter::new(progress, label.to_owned(), total),
+        client,
+        label,
+    )
+    .await;
     Ok(LoadRun {
         concurrency: spec.concurrency,
         total_requests: total,
@@ -415,14 +421,26 @@ pub(crate) async fn execute(
     records
 }
 
-/// Receives every request's rows until all senders are gone, counting progress per request.
+/// Receives every request's rows until all senders are gone, counting progress per request and
+/// appending each batch to the client's journal, if it has one.
 pub(crate) async fn collect(
     mut receiver: mpsc::UnboundedReceiver<Vec<RequestRecord>>,
     mut meter: Meter,
+    client: &Client,
+    run: &str,
 ) -> Vec<RequestRecord> {
+    let target = client.target().label();
+    let mut journal_failed = false;
     let mut records = Vec::new();
     while let Some(batch) = receiver.recv().await {
         meter.tick(batch.last().is_some_and(RequestRecord::ok));
+        if let Some(journal) = client.journal().filter(|_| !journal_failed)
+            && let Err(error) = journal.append(run, &target, &batch)
+        {
+            // The rows stay in memory; only the on-disk copy stops.
+            tracing::warn!(%error, "journal write failed; later rows are kept in memory only");
+            journal_failed = true;
+        }
         records.extend(batch);
     }
     records

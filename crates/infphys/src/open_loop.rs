@@ -177,7 +177,13 @@ pub async fn run_open_loop(
     });
 
     let label = format!("rate {} req/s", spec.rate_rps);
-    let records = collect(receiver, Meter::new(progress, label, schedule.len())).await;
+    let records = collect(
+        receiver,
+        Meter::new(progress, label.clone(), schedule.len()),
+        client,
+        &label,
+    )
+    .await;
     Ok(LoadRun {
         concurrency: concurrency as usize,
         total_requests: schedule.len(),

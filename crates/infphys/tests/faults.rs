@@ -399,3 +399,52 @@ async fn invalid_load_specs_are_rejected_with_the_value() {
         .to_string();
     assert!(message.contains("timeout"), "{message}");
 }
+
+#[tokio::test]
+async fn interrupted_run_keeps_rows_in_journal() {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            REPLY
+        }),
+    );
+    let url = serve(app).await;
+    let folder = std::env::temp_dir().join(format!("infphys-interrupt-{}", std::process::id()));
+    let path = folder.join("requests.jsonl");
+    let journal = infphys::journal::Journal::create(&path).unwrap();
+    let client = client_for(&url, None).with_journal(journal);
+    let spec = LoadSpec {
+        total_requests: 10_000,
+        concurrency: 2,
+        request: ChatRequest::new("hi", 8),
+    };
+
+    // Dropping the run's future is what an interrupt does to it.
+    let interrupted = tokio::time::timeout(
+        Duration::from_millis(500),
+        run_load(&client, &spec, Progress::Silent),
+    )
+    .await;
+    assert!(
+        interrupted.is_err(),
+        "the run finished before the interrupt"
+    );
+
+    let (frame, skipped) = infphys::journal::read_journal(&path).unwrap();
+    assert_eq!(skipped, 0);
+    assert!(frame.height() >= 5, "only {} rows survived", frame.height());
+    assert!(frame.height() < 10_000);
+    let ok = frame.column(schema::OK).unwrap().bool().unwrap();
+    assert!(ok.iter().all(|v| v == Some(true)));
+
+    // The dropped run stops sending: the journal stops growing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let settled = infphys::journal::read_journal(&path).unwrap().0.height();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        infphys::journal::read_journal(&path).unwrap().0.height(),
+        settled
+    );
+    let _ = std::fs::remove_dir_all(folder);
+}
