@@ -53,6 +53,19 @@ pub struct Stall {
     pub length: Duration,
 }
 
+/// Maximum number of replicas; each runs its own engine task.
+const MAX_REPLICAS: usize = 256;
+
+/// Policy by which a server with several replicas picks the engine for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// Cycles through the replicas in order.
+    #[default]
+    RoundRobin,
+    /// Picks the replica with the fewest requests in flight, the lowest index on a tie.
+    LeastLoaded,
+}
+
 /// Configuration of one simulated server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
@@ -77,13 +90,19 @@ pub struct SimConfig {
     pub max_queue: Option<usize>,
     /// Faults injected into requests; none by default.
     pub faults: Faults,
-    /// Periodic pause of the whole engine; `None` by default.
+    /// Periodic pause of the whole engine; `None` by default. With several
+    /// replicas every engine pauses at the same virtual times.
     pub stall: Option<Stall>,
+    /// Number of engines, each one simulated GPU, behind the server; 1 by default.
+    /// Replica `i` seeds its jitter and lengths with `seed + i`.
+    pub replicas: usize,
+    /// Policy that spreads requests over the replicas.
+    pub routing: Routing,
 }
 
 impl SimConfig {
     /// Creates a configuration with the preset's physics, time scale 1, seed 0,
-    /// 127.0.0.1 on a free port, an unbounded queue, no faults and no stall.
+    /// 127.0.0.1 on a free port, an unbounded queue, no faults, no stall and one replica.
     pub fn new(preset: Preset) -> Self {
         SimConfig {
             preset,
@@ -96,7 +115,16 @@ impl SimConfig {
             max_queue: None,
             faults: Faults::default(),
             stall: None,
+            replicas: 1,
+            routing: Routing::RoundRobin,
         }
+    }
+
+    /// Returns the configuration with `replicas` engines behind one server, routed by `routing`.
+    pub fn with_replicas(mut self, replicas: usize, routing: Routing) -> Self {
+        self.replicas = replicas;
+        self.routing = routing;
+        self
     }
 
     /// Returns the configuration with its engine pausing for `length` every `every` of virtual time.
@@ -134,6 +162,12 @@ impl SimConfig {
             );
         }
         self.faults.validate().map_err(SimError::InvalidConfig)?;
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return invalid(format!(
+                "replicas is {}; set from 1 to {MAX_REPLICAS}",
+                self.replicas
+            ));
+        }
         if let Some(stall) = self.stall
             && (stall.length.is_zero() || stall.length >= stall.every)
         {

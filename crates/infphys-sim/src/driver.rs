@@ -83,9 +83,6 @@ pub(crate) enum Event {
 pub(crate) struct EngineHandle {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) stats: Arc<Mutex<EngineStats>>,
-    /// Latency histograms, shared by every replica of the server.
-    pub(crate) latency: Arc<Mutex<LatencyMetrics>>,
-    pub(crate) clock: Clock,
 }
 
 impl EngineHandle {
@@ -107,7 +104,8 @@ struct Subscriber {
 /// Starts the engine task on the current tokio runtime.
 ///
 /// Every replica of one server shares one `clock`, so that the HTTP layer
-/// and all engines agree on virtual time. The task ends when every
+/// and all engines agree on virtual time, and one `latency`, which the task
+/// updates as requests finish. The task ends when every
 /// [`EngineHandle`] is dropped.
 pub(crate) fn start(
     engine: Engine,
@@ -122,15 +120,10 @@ pub(crate) fn start(
         receiver,
         subscribers: HashMap::new(),
         stats: Arc::clone(&stats),
-        latency: Arc::clone(&latency),
+        latency,
     };
     tokio::spawn(task.run());
-    EngineHandle {
-        commands,
-        stats,
-        latency,
-        clock,
-    }
+    EngineHandle { commands, stats }
 }
 
 struct EngineTask {

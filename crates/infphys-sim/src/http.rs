@@ -16,11 +16,12 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::SimConfig;
-use crate::driver::{Clock, Command, EngineHandle, Event};
+use crate::driver::{Clock, Command, Event};
 use crate::engine::{EngineRequest, Finished, RequestId};
 use crate::faults::{FAULT_HEADER, FaultPlan, TokenPoint, parse_fault_header};
 use crate::metrics;
 use crate::record::TimingRecord;
+use crate::replicas::{InFlight, Replicas};
 use crate::text;
 
 /// Default `max_tokens` cap when a request does not set one.
@@ -32,7 +33,7 @@ const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 /// State shared by the handlers.
 pub(crate) struct AppState {
     pub(crate) config: SimConfig,
-    pub(crate) engine: EngineHandle,
+    pub(crate) replicas: Replicas,
     pub(crate) next_id: AtomicU64,
 }
 
@@ -442,6 +443,8 @@ struct AbortGuard {
     id: RequestId,
     commands: mpsc::UnboundedSender<Command>,
     armed: bool,
+    /// Keeps the request counted at its replica for least-loaded routing until the reply ends.
+    _in_flight: InFlight,
 }
 
 impl AbortGuard {
@@ -576,7 +579,7 @@ async fn chat_completions(
     };
     let request = parse_chat_request(&body, &state.config)?;
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let clock = state.engine.clock;
+    let clock = state.replicas.clock;
     let arrival = clock.virtual_now();
     let enqueue_at = arrival + state.config.physics.http_overhead;
     let faults = header_plan.unwrap_or_else(|| state.config.faults.draw(state.config.seed, id));
@@ -607,15 +610,13 @@ async fn chat_completions(
     };
     let engine_stopped =
         || ApiError::unavailable("The simulated engine has stopped. Restart the server.");
-    state
-        .engine
-        .commands
-        .send(submit)
-        .map_err(|_| engine_stopped())?;
+    let (engine, in_flight) = state.replicas.pick();
+    engine.commands.send(submit).map_err(|_| engine_stopped())?;
     let mut guard = AbortGuard {
         id,
-        commands: state.engine.commands.clone(),
+        commands: engine.commands.clone(),
         armed: true,
+        _in_flight: in_flight,
     };
 
     let completion_tokens = match events.recv().await {
@@ -949,13 +950,8 @@ async fn health_ready() -> Json<Value> {
 
 /// Writes engine occupancy and latency histograms in the Prometheus text format with vLLM metric names.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let stats = state.engine.stats();
-    let latency = state
-        .engine
-        .latency
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
+    let stats = state.replicas.stats();
+    let latency = state.replicas.latency();
     let body = metrics::render(&stats, &latency, &state.config.model);
     (
         [(

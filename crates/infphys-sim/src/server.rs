@@ -13,6 +13,7 @@ use crate::driver;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::metrics::LatencyMetrics;
+use crate::replicas::Replicas;
 
 /// Builds the HTTP routes and starts the engine task on the current tokio runtime.
 ///
@@ -29,13 +30,19 @@ pub fn router(config: &SimConfig) -> axum::Router {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
-    let engine =
-        Engine::new(config.physics.clone(), config.seed, config.max_queue).with_stall(config.stall);
+    let clock = driver::Clock::new(config.time_scale);
     let latency = Arc::new(Mutex::new(LatencyMetrics::default()));
-    let engine = driver::start(engine, driver::Clock::new(config.time_scale), latency);
+    let engines = (0..config.replicas)
+        .map(|index| {
+            let seed = config.seed.wrapping_add(index as u64);
+            let engine = Engine::new(config.physics.clone(), seed, config.max_queue)
+                .with_stall(config.stall);
+            driver::start(engine, clock, Arc::clone(&latency))
+        })
+        .collect();
     let state = AppState {
         config: config.clone(),
-        engine,
+        replicas: Replicas::new(engines, config.routing, clock, latency),
         next_id: AtomicU64::new(0),
     };
     http::routes(Arc::new(state))
