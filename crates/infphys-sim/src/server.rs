@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener as StdTcpList
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -30,6 +31,11 @@ pub fn router(config: &SimConfig) -> axum::Router {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
+    http::routes(start_engines(config))
+}
+
+/// Starts one engine task per replica and returns the handlers' state.
+fn start_engines(config: &SimConfig) -> Arc<AppState> {
     let clock = driver::Clock::new(config.time_scale);
     let latency = Arc::new(Mutex::new(LatencyMetrics::default()));
     let engines = (0..config.replicas)
@@ -45,32 +51,85 @@ pub fn router(config: &SimConfig) -> axum::Router {
         replicas: Replicas::new(engines, config.routing, clock, latency),
         next_id: AtomicU64::new(0),
     };
-    http::routes(Arc::new(state))
+    Arc::new(state)
 }
 
 /// Serves the simulator on `listener` until `shutdown` completes.
 ///
 /// Shutdown is graceful: the server stops accepting connections and waits
-/// for in-flight requests to finish.
+/// for in-flight requests to finish. While serving, it logs the load once a
+/// minute of wall time at the info level, for an instructor watching a class.
 pub async fn serve(
     config: SimConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
     config.validate()?;
-    let app = router(&config);
+    let state = start_engines(&config);
+    let app = http::routes(Arc::clone(&state));
     if let Ok(addr) = listener.local_addr() {
         log_start(&config, addr);
     }
-    axum::serve(listener, app)
+    let load_logger = tokio::spawn(log_load(state, LOAD_LOG_INTERVAL));
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| SimError::Io {
-            action: "serve HTTP connections",
-            source,
-        })?;
+        .await;
+    // The logger keeps a reference to the engines, so it must stop for their tasks to end.
+    load_logger.abort();
+    result.map_err(|source| SimError::Io {
+        action: "serve HTTP connections",
+        source,
+    })?;
     tracing::info!("simulated inference server stopped");
     Ok(())
+}
+
+/// Wall time between two load log lines of [`serve`].
+const LOAD_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Load of the server over one log interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LoadReport {
+    running: usize,
+    waiting: usize,
+    kv_usage: f64,
+    /// Requests that finished generating since the previous report.
+    completed: u64,
+}
+
+/// Returns the current load and the completion counter it was computed from.
+fn load_report(state: &AppState, previous_completed: u64) -> (LoadReport, u64) {
+    let stats = state.replicas.stats();
+    let completed_total = state.replicas.latency().completed_total;
+    let report = LoadReport {
+        running: stats.running,
+        waiting: stats.waiting,
+        kv_usage: stats.kv_usage,
+        completed: completed_total.saturating_sub(previous_completed),
+    };
+    (report, completed_total)
+}
+
+/// Logs one line of load every `interval` until the task is aborted.
+async fn log_load(state: Arc<AppState>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once; skip it so each line covers a whole interval.
+    ticks.tick().await;
+    let mut previous_completed = 0;
+    loop {
+        ticks.tick().await;
+        let (report, completed_total) = load_report(&state, previous_completed);
+        previous_completed = completed_total;
+        tracing::info!(
+            running = report.running,
+            waiting = report.waiting,
+            kv_cache_usage = format_args!("{:.2}", report.kv_usage),
+            completed_last_interval = report.completed,
+            interval_s = interval.as_secs(),
+            "simulated server load"
+        );
+    }
 }
 
 /// Binds `config.host:config.port` and runs the server and its engine on a
@@ -245,5 +304,51 @@ impl Drop for SimHandle {
         {
             tracing::error!(addr = %self.addr, "simulated inference server thread panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preset::Preset;
+
+    #[tokio::test]
+    async fn load_report_counts_completions_per_interval() {
+        let config = SimConfig {
+            time_scale: 100.0,
+            ..SimConfig::new(Preset::Classroom)
+        };
+        let state = start_engines(&config);
+        let (report, completed_total) = load_report(&state, 0);
+        assert_eq!(
+            report,
+            LoadReport {
+                running: 0,
+                waiting: 0,
+                kv_usage: 0.0,
+                completed: 0
+            }
+        );
+        assert_eq!(completed_total, 0);
+
+        state.replicas.latency.lock().unwrap().completed_total = 7;
+        let (report, completed_total) = load_report(&state, 0);
+        assert_eq!(report.completed, 7);
+        let (report, _) = load_report(&state, completed_total);
+        assert_eq!(
+            report.completed, 0,
+            "nothing finished since the last report"
+        );
+    }
+
+    #[tokio::test]
+    async fn load_logger_runs_until_aborted() {
+        let config = SimConfig::new(Preset::Classroom);
+        let state = start_engines(&config);
+        let logger = tokio::spawn(log_load(state, Duration::from_millis(5)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!logger.is_finished());
+        logger.abort();
+        assert!(logger.await.unwrap_err().is_cancelled());
     }
 }
