@@ -1,0 +1,241 @@
+//! The `infphys` binary as a user runs it: bad input gets a clear message and a failure exit
+//! code, and a server that dies in the middle of the lab leaves every measured row behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn infphys() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_infphys"));
+    for name in [
+        "NIM_BASE_URL",
+        "NIM_CHAT_PATH",
+        "NIM_GEN_MODEL",
+        "NIM_API_KEY",
+        "OPENAI_API_KEY",
+        "INFPHYS_TIME_SCALE",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let folder = std::env::temp_dir().join(format!("infphys-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    folder
+}
+
+#[test]
+fn bad_input_fails_with_value_and_fix() {
+    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+        (
+            &["preflight"],
+            &[("NIM_BASE_URL", "localhost:8000")],
+            &["localhost:8000", "http://"],
+        ),
+        (
+            &["preflight"],
+            &[("NIM_CHAT_PATH", "v1/chat/completions")],
+            &["must start with '/'"],
+        ),
+        (
+            &["sweep", "--concurrency", "0"],
+            &[],
+            &["invalid concurrency level \"0\""],
+        ),
+        (
+            &["sweep", "--concurrency", ""],
+            &[],
+            &["invalid concurrency level"],
+        ),
+        (
+            &["sweep", "--timeout", "0s"],
+            &[],
+            &["invalid duration \"0s\""],
+        ),
+        (
+            &["sweep", "--timeout", "NaN"],
+            &[],
+            &["invalid duration \"NaN\""],
+        ),
+        (
+            &["--time-scale", "0", "preflight"],
+            &[],
+            &["time scale", "greater than 0"],
+        ),
+        (&["rate", "--rates=-1"], &[], &["invalid rate \"-1\""]),
+        (&["rate", "--rates", "0"], &[], &["invalid rate \"0\""]),
+        (
+            &["--preset", "b200", "preflight"],
+            &[("NIM_BASE_URL", "sim")],
+            &["b200"],
+        ),
+    ];
+    for (args, env, expected) in cases {
+        let output = infphys()
+            .args(*args)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&output);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        for text in *expected {
+            assert!(
+                stderr.contains(text),
+                "{args:?}: {text:?} missing from {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unwritable_output_folder_is_reported_before_measuring() {
+    let folder = scratch("unwritable");
+    std::fs::create_dir_all(&folder).unwrap();
+    let file = folder.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = file.join("report");
+
+    let output = infphys()
+        .args(["baseline", "--out"])
+        .arg(&out)
+        .env("NIM_BASE_URL", "sim")
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("failed to create the output folder"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--out"), "{stderr}");
+    assert!(
+        !stderr.contains("Preflight"),
+        "it measured before checking the folder: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(folder);
+}
+
+#[test]
+fn dead_server_url_explains_the_fix() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let output = infphys()
+        .arg("preflight")
+        .env("NIM_BASE_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = stderr_of(&output);
+    assert!(!output.status.success());
+    assert!(stderr.contains(&url), "{stderr}");
+    assert!(stderr.contains("NIM_BASE_URL=sim"), "{stderr}");
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `infphys sim` on a free port and returns it with its base URL.
+fn start_simulator(time_scale: &str) -> (Server, String) {
+    let mut child = infphys()
+        .args(["--time-scale", time_scale, "sim", "--port", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the simulator exited before printing its URL")
+            .unwrap();
+        if let Some(rest) = line.trim().strip_prefix("export NIM_BASE_URL=") {
+            break rest.to_owned();
+        }
+    };
+    // Keep draining the simulator's log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Server(child), url)
+}
+
+#[test]
+fn lab_survives_its_server_dying() {
+    let out = scratch("killed");
+    let (mut server, url) = start_simulator("40");
+    let mut lab = infphys()
+        .args(["lab", "--quick", "--out"])
+        .arg(&out)
+        .env("NIM_BASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Kill the server once the sweep has started, leaving the baseline complete.
+    let mut lines = BufReader::new(lab.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("c=2:") || Instant::now() > deadline {
+            break;
+        }
+    }
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = lab.wait().unwrap();
+
+    assert!(
+        status.success(),
+        "the lab failed after its server died: {rest:?}"
+    );
+    for file in [
+        "baseline.csv",
+        "sweep.csv",
+        "tokens.csv",
+        "overload.csv",
+        "requests.parquet",
+        "report.html",
+        "requests.jsonl",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    let (rows, skipped) = infphys::journal::read_journal(out.join("requests.jsonl")).unwrap();
+    assert_eq!(skipped, 0);
+    let ok = rows.column(infphys::schema::OK).unwrap().bool().unwrap();
+    let succeeded = ok.iter().filter(|v| *v == Some(true)).count();
+    assert!(
+        succeeded >= 4,
+        "the baseline's rows are gone: {succeeded} succeeded"
+    );
+    assert!(
+        succeeded < rows.height(),
+        "no failures recorded after the kill"
+    );
+
+    let sweep = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    assert!(
+        sweep.contains("connect:"),
+        "the sweep table does not say why requests failed: {sweep}"
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        report.contains("connect:"),
+        "the report does not say why requests failed"
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
