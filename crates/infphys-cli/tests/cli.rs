@@ -31,9 +31,12 @@ fn scratch(name: &str) -> PathBuf {
     folder
 }
 
+/// Arguments, environment variables, and texts the error message must contain.
+type BadInput<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn bad_input_fails_with_value_and_fix() {
-    let cases: &[(&[&str], &[(&str, &str)], &[&str])] = &[
+    let cases: &[BadInput] = &[
         (
             &["preflight"],
             &[("NIM_BASE_URL", "localhost:8000")],
