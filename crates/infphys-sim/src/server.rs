@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::sync::oneshot;
 
 use crate::config::{SimConfig, SimError};
@@ -20,7 +21,9 @@ use crate::replicas::Replicas;
 ///
 /// The engine task stops once the router and every clone of it are dropped.
 /// Use this to serve the simulator in-process, for example with
-/// `axum::serve` on a `TcpListener` bound to 127.0.0.1:0.
+/// `axum::serve` on a `TcpListener` bound to 127.0.0.1:0. Set `TCP_NODELAY`
+/// on the accepted connections, as [`serve`] and [`spawn`] do, or streamed
+/// tokens can wait for the client's delayed ACK and arrive in bursts.
 ///
 /// # Panics
 ///
@@ -71,7 +74,7 @@ pub async fn serve(
         log_start(&config, addr);
     }
     let load_logger = tokio::spawn(log_load(state, LOAD_LOG_INTERVAL));
-    let result = axum::serve(listener, app)
+    let result = axum::serve(listener.tap_io(set_nodelay), app)
         .with_graceful_shutdown(shutdown)
         .await;
     // The logger keeps a reference to the engines, so it must stop for their tasks to end.
@@ -236,7 +239,7 @@ fn run_server_thread(
 
         // Stop immediately on shutdown: dropping the runtime below cancels in-flight requests.
         tokio::select! {
-            result = axum::serve(listener, app).into_future() => {
+            result = axum::serve(listener.tap_io(set_nodelay), app).into_future() => {
                 if let Err(error) = result {
                     tracing::error!(%error, "simulated inference server failed");
                 }
@@ -246,6 +249,17 @@ fn run_server_thread(
     });
     drop(runtime);
     tracing::info!("simulated inference server stopped");
+}
+
+/// Disables Nagle's algorithm on an accepted connection.
+///
+/// With Nagle on, a token chunk written while the previous one is still
+/// unacknowledged waits for the client's delayed ACK (up to 40 ms on Linux),
+/// so streamed tokens would arrive in bursts instead of at their times.
+fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::warn!(%error, "failed to set TCP_NODELAY on an accepted connection");
+    }
 }
 
 fn log_start(config: &SimConfig, addr: SocketAddr) {
