@@ -107,6 +107,40 @@ pub struct SimArgs {
     /// Maximum waiting requests before new ones get 503; unbounded when unset, as in vLLM.
     #[arg(long)]
     pub max_queue: Option<usize>,
+
+    /// Engines behind one server, each a copy of the preset's GPU; adding one moves the knee.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub replicas: u64,
+
+    /// How requests are spread over replicas.
+    #[arg(long, value_enum, default_value_t = RoutingArg::RoundRobin)]
+    pub routing: RoutingArg,
+
+    /// Fraction of requests, 0 to 1, answered with an error status instead of a completion.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+
+    /// Statuses the injected errors pick from, comma-separated; 429 carries Retry-After.
+    #[arg(long, value_delimiter = ',', default_value = "429,500,503")]
+    pub error_statuses: Vec<u16>,
+
+    /// Every this much simulated time, the whole engine pauses (a stop-the-world stall, to show
+    /// coordinated omission); needs --stall-length.
+    #[arg(long, value_parser = parse_duration, requires = "stall_length")]
+    pub stall_every: Option<Duration>,
+
+    /// Length of each engine pause; needs --stall-every.
+    #[arg(long, value_parser = parse_duration, requires = "stall_every")]
+    pub stall_length: Option<Duration>,
+}
+
+/// How the simulator spreads requests over replicas.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoutingArg {
+    /// Each replica in turn.
+    RoundRobin,
+    /// The replica with the fewest requests in flight.
+    LeastLoaded,
 }
 
 /// Options shared by the measuring subcommands.

@@ -15,8 +15,8 @@ use infphys::target::{BaseUrl, parse_base_url};
 use infphys::{ChatRequest, Client, LabParams, LabResults, Progress, Sweep, TargetSpec};
 
 use crate::args::{
-    ArrivalsArg, BaselineArgs, Cli, Command, LabArgs, RateArgs, SimArgs, SloArgs, StreamArgs,
-    SweepArgs, TargetArgs, TokensArgs,
+    ArrivalsArg, BaselineArgs, Cli, Command, LabArgs, RateArgs, RoutingArg, SimArgs, SloArgs,
+    StreamArgs, SweepArgs, TargetArgs, TokensArgs,
 };
 
 /// Runs the parsed command line.
@@ -92,6 +92,20 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
     config.port = sim.port;
     config.model = spec.model.clone();
     config.max_queue = sim.max_queue;
+    let routing = match sim.routing {
+        RoutingArg::RoundRobin => infphys_sim::Routing::RoundRobin,
+        RoutingArg::LeastLoaded => infphys_sim::Routing::LeastLoaded,
+    };
+    config = config
+        .with_replicas(sim.replicas as usize, routing)
+        .with_faults(infphys_sim::Faults {
+            error_rate: sim.error_rate,
+            error_statuses: sim.error_statuses.clone(),
+            ..infphys_sim::Faults::default()
+        });
+    if let (Some(every), Some(length)) = (sim.stall_every, sim.stall_length) {
+        config = config.with_stall(every, length);
+    }
     config.validate()?;
 
     let address = std::net::SocketAddr::new(sim.host, sim.port);
