@@ -199,6 +199,12 @@ pub struct RequestFailure {
     pub retry_after: Option<Duration>,
 }
 
+/// A request body serialized once and shared by every send of it.
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedBody {
+    body: bytes::Bytes,
+}
+
 /// The outcome of one request with the instant it was sent, for load generators.
 #[derive(Debug, Clone)]
 pub(crate) struct Attempt {
@@ -212,6 +218,8 @@ pub(crate) struct Attempt {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// The chat URL, parsed once rather than on every request.
+    chat_url: reqwest::Url,
     target: Target,
     retry: RetryPolicy,
     journal: Option<std::sync::Arc<crate::journal::Journal>>,
@@ -228,8 +236,11 @@ impl Client {
             .user_agent(concat!("infphys/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(Error::Client)?;
+        let chat_url = reqwest::Url::parse(&target.chat_url())
+            .map_err(|e| crate::error::invalid("NIM_BASE_URL", target.chat_url(), e.to_string()))?;
         Ok(Self {
             http,
+            chat_url,
             target,
             retry: RetryPolicy::none(),
             journal: None,
@@ -270,11 +281,29 @@ impl Client {
     }
 
     pub(crate) async fn attempt(&self, request: &ChatRequest) -> Attempt {
-        let url = self.target.chat_url();
+        let prepared = self.prepare(request);
+        self.attempt_prepared(request, &prepared).await
+    }
+
+    /// Serializes `request` once, for a load generator that sends it many times.
+    pub(crate) fn prepare(&self, request: &ChatRequest) -> PreparedBody {
+        let body = serde_json::to_vec(&request.body(self.target.model())).unwrap_or_default();
+        PreparedBody {
+            body: bytes::Bytes::from(body),
+        }
+    }
+
+    pub(crate) async fn attempt_prepared(
+        &self,
+        request: &ChatRequest,
+        prepared: &PreparedBody,
+    ) -> Attempt {
+        let url = &self.chat_url;
         let mut builder = self
             .http
-            .post(&url)
-            .json(&request.body(self.target.model()))
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(prepared.body.clone())
             .timeout(self.target.to_wall_time(request.timeout));
         if let Some(key) = self.target.api_key() {
             builder = builder.bearer_auth(key.expose());
@@ -284,18 +313,26 @@ impl Client {
         // any wait for a free connection count as latency.
         let sent_at = Instant::now();
         if request.stream {
-            let result =
-                crate::stream::run(builder, sent_at, &self.target, &url, request.timeout).await;
+            let result = crate::stream::run(
+                builder,
+                sent_at,
+                &self.target,
+                url.as_str(),
+                request.timeout,
+            )
+            .await;
             return Attempt { sent_at, result };
         }
         let outcome = send_and_read(builder).await;
         let latency = self.target.to_server_time(sent_at.elapsed());
 
         let result = match outcome {
-            Ok(raw) => parse_reply(raw.status, &raw.body, latency, &url).map_err(|mut failure| {
-                failure.retry_after = raw.retry_after;
-                failure
-            }),
+            Ok(raw) => {
+                parse_reply(raw.status, &raw.body, latency, url.as_str()).map_err(|mut failure| {
+                    failure.retry_after = raw.retry_after;
+                    failure
+                })
+            }
             Err(failure) if failure.kind == ErrorKind::Timeout => Err(RequestFailure {
                 kind: failure.kind,
                 message: format!(

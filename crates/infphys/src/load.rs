@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::client::{Attempt, ChatRequest, Client, ErrorKind, validate_timeout};
+use crate::client::{Attempt, ChatRequest, Client, ErrorKind, PreparedBody, validate_timeout};
 use crate::error::{Result, invalid};
 use crate::progress::{Meter, Progress};
 use crate::stats::LatencyStats;
@@ -319,6 +319,7 @@ pub(crate) async fn run_load_labelled(
     // permit through its retries.
     let permits = Arc::new(Semaphore::new(spec.concurrency));
     let request = Arc::new(spec.request.clone());
+    let prepared = Arc::new(client.prepare(&spec.request));
     let spawner_client = client.clone();
     tokio::spawn(async move {
         for id in 0..total as u64 {
@@ -331,6 +332,7 @@ pub(crate) async fn run_load_labelled(
             }
             let client = spawner_client.clone();
             let request = Arc::clone(&request);
+            let prepared = Arc::clone(&prepared);
             let sender = sender.clone();
             tokio::spawn(async move {
                 let origin = Origin {
@@ -338,7 +340,7 @@ pub(crate) async fn run_load_labelled(
                     due: Instant::now(),
                     open_loop: false,
                 };
-                let records = execute(&client, &request, id, concurrency, origin).await;
+                let records = execute(&client, &request, &prepared, id, concurrency, origin).await;
                 drop(permit);
                 // The collector only goes away when the run itself was dropped.
                 let _ = sender.send(records);
@@ -380,6 +382,7 @@ pub(crate) struct Origin {
 pub(crate) async fn execute(
     client: &Client,
     request: &ChatRequest,
+    prepared: &PreparedBody,
     id: u64,
     concurrency: u32,
     origin: Origin,
@@ -391,7 +394,7 @@ pub(crate) async fn execute(
     let mut due = origin.due;
 
     for attempt in 1.. {
-        let outcome = client.attempt(request).await;
+        let outcome = client.attempt_prepared(request, prepared).await;
         let retry = match &outcome.result {
             Err(failure) => policy.next_delay(attempt, failure, &mut rng),
             Ok(_) => None,

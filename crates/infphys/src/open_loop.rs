@@ -142,6 +142,7 @@ pub async fn run_open_loop(
     let started = Instant::now();
 
     let request = Arc::new(spec.request.clone());
+    let prepared = Arc::new(client.prepare(&spec.request));
     let dispatcher_client = client.clone();
     let times = schedule.clone();
     tokio::spawn(async move {
@@ -162,6 +163,7 @@ pub async fn run_open_loop(
 
             let client = dispatcher_client.clone();
             let request = Arc::clone(&request);
+            let prepared = Arc::clone(&prepared);
             let sender = sender.clone();
             tokio::spawn(async move {
                 let origin = Origin {
@@ -169,7 +171,8 @@ pub async fn run_open_loop(
                     due,
                     open_loop: true,
                 };
-                let records = execute(&client, &request, id as u64, concurrency, origin).await;
+                let records =
+                    execute(&client, &request, &prepared, id as u64, concurrency, origin).await;
                 drop(permit);
                 let _ = sender.send(records);
             });
