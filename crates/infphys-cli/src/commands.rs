@@ -287,6 +287,18 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
     let baseline_table = baseline.latency_summary_frame()?;
     print_table("Baseline latency", &baseline_table);
     write_csv(&baseline_table, &out.join("baseline.csv"))?;
+    if let Some(single) = baseline.summary().latency.mean {
+        let wall = |e: infphys::lab::Estimate| infphys::lab::Estimate {
+            low: client.target().to_wall_time(e.low),
+            high: client.target().to_wall_time(e.high),
+        };
+        eprintln!(
+            "\nestimated time from the baseline's mean latency: sweep {}, token budget {}, overload {}",
+            wall(params.estimate_sweep(single)),
+            wall(params.estimate_tokens(single)),
+            wall(params.estimate_overload(single)),
+        );
+    }
 
     eprintln!(
         "\n== Concurrency sweep: {:?}, {} requests each ==",

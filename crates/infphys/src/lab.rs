@@ -1,6 +1,7 @@
 //! The lab's parameters, its preflight check, and a run of all four measurement sections.
 
 use std::fmt;
+
 use std::time::Duration;
 
 use crate::client::{ChatRequest, Client};
@@ -88,6 +89,104 @@ impl LabParams {
     }
 }
 
+/// A range of durations a section is expected to take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// If the server scales perfectly with concurrency.
+    pub low: Duration,
+    /// If the server processes one request at a time.
+    pub high: Duration,
+}
+
+impl fmt::Display for Estimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minutes = |d: Duration| d.as_secs_f64() / 60.0;
+        if self.high.as_secs_f64() < 10.0 {
+            write!(f, "about {:.1} to {:.1} s", self.low.as_secs_f64(), self.high.as_secs_f64())
+        } else if self.high.as_secs_f64() < 90.0 {
+            write!(
+                f,
+                "about {:.0} to {:.0} s",
+                self.low.as_secs_f64(),
+                self.high.as_secs_f64()
+            )
+        } else {
+            write!(
+                f,
+                "about {:.1} to {:.1} min",
+                minutes(self.low),
+                minutes(self.high)
+            )
+        }
+    }
+}
+
+impl LabParams {
+    /// Estimates how long the sweep takes in server time, given the mean latency of one
+    /// request alone (the baseline's `mean_s`): between perfect scaling with concurrency and
+    /// none at all.
+    pub fn estimate_sweep(&self, single: Duration) -> Estimate {
+        estimate_levels(
+            &self.sweep_levels,
+            self.sweep_requests,
+            single,
+            self.sweep_timeout,
+        )
+    }
+
+    /// Estimates the token-budget grid, scaling `single` (measured at [`LabParams::max_tokens`])
+    /// by each cell's `max_tokens`; output length dominates, so prompt size is left out.
+    pub fn estimate_tokens(&self, single: Duration) -> Estimate {
+        let cells: f64 = self
+            .max_tokens_grid
+            .iter()
+            .map(|&tokens| f64::from(tokens) / f64::from(self.max_tokens.max(1)))
+            .sum::<f64>()
+            * self.prompt_sizes.len() as f64;
+        let total = single.mul_f64(cells * self.token_repeats as f64);
+        // Replies often stop before max_tokens, so the low end allows for half the length.
+        Estimate {
+            low: total / 2,
+            high: total,
+        }
+    }
+
+    /// Estimates the overload section, whose short timeout caps every request.
+    pub fn estimate_overload(&self, single: Duration) -> Estimate {
+        estimate_levels(
+            &self.overload_levels,
+            self.overload_requests,
+            single,
+            self.overload_timeout,
+        )
+    }
+}
+
+fn estimate_levels(
+    levels: &[usize],
+    requests: usize,
+    single: Duration,
+    timeout: Duration,
+) -> Estimate {
+    let capped = single.min(timeout);
+    let low: Duration = levels
+        .iter()
+        .map(|&c| capped.mul_f64(requests as f64 / c.max(1) as f64))
+        .sum();
+    let high: Duration = levels
+        .iter()
+        .map(|&c| {
+            // With no scaling, c requests in flight each take c times as long, up to the timeout.
+            let each = single.mul_f64(c as f64).min(timeout);
+            each.mul_f64(requests as f64 / c.max(1) as f64)
+        })
+        .sum();
+    Estimate {
+        low,
+        high: high.max(low),
+    }
+}
+
 /// A successful preflight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreflightReport {
@@ -142,6 +241,56 @@ pub struct LabResults {
     pub tokens: TokenBudget,
     /// The overload demonstration.
     pub overload: Sweep,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_estimate_spans_perfect_and_no_scaling() {
+        let params = LabParams::default();
+        let estimate = params.estimate_sweep(Duration::from_secs(3));
+        // Perfect scaling: 80 × 3 s × (1 + 1/2 + 1/4 + 1/8 + 1/16) = 465 s.
+        assert!(
+            (estimate.low.as_secs_f64() - 465.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        // No scaling: 80 × 3 s per level, five levels, no level reaching the 60 s timeout.
+        assert!(
+            (estimate.high.as_secs_f64() - 1200.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert_eq!(estimate.to_string(), "about 7.8 to 20.0 min");
+    }
+
+    #[test]
+    fn overload_estimate_is_capped_by_the_timeout() {
+        let params = LabParams::default();
+        let estimate = params.estimate_overload(Duration::from_secs(10));
+        // Every request is cut at 5 s, c at a time: 60 × 5 s / c per level, however it scales.
+        let expected = 300.0 * (0.25 + 0.125 + 0.0625 + 0.03125);
+        assert!(
+            (estimate.low.as_secs_f64() - expected).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert!(
+            (estimate.high.as_secs_f64() - expected).abs() < 1e-6,
+            "{estimate:?}"
+        );
+    }
+
+    #[test]
+    fn token_estimate_scales_with_max_tokens() {
+        let params = LabParams::default();
+        let estimate = params.estimate_tokens(Duration::from_secs(3));
+        // (32 + 64 + 128 + 256) / 96 = 5 cells' worth per prompt size, × 3 sizes × 6 repeats × 3 s.
+        assert!(
+            (estimate.high.as_secs_f64() - 270.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert_eq!(estimate.low * 2, estimate.high);
+    }
 }
 
 /// Runs the baseline, the sweep, the token-budget grid and the overload demonstration in order.
