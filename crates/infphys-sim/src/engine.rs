@@ -3,7 +3,7 @@
 //! [`Engine`] is a synchronous state machine with no notion of wall time.
 //! Each call to [`Engine::step`] schedules one step at the current virtual
 //! time and advances the clock by its modeled duration. The server drives it
-//! from an async task; tests and notebooks can drive it directly, as
+//! from a thread of its own; tests and notebooks can drive it directly, as
 //! [`run_closed_loop`] does.
 
 use std::collections::VecDeque;
@@ -746,28 +746,42 @@ pub struct OpenLoop {
 /// # Panics
 ///
 /// Panics if `rate` is not finite and greater than 0.
-pub fn run_open_loop(mut engine: Engine, load: &OpenLoop) -> Vec<LoopOutcome> {
+pub fn run_open_loop(engine: Engine, load: &OpenLoop) -> Vec<LoopOutcome> {
     assert!(
         load.rate.is_finite() && load.rate > 0.0,
         "open-loop rate {} must be finite and greater than 0",
         load.rate
     );
+    let send_times: Vec<Duration> = (0..load.requests)
+        .map(|index| Duration::from_secs_f64(index as f64 / load.rate))
+        .collect();
+    run_open_loop_at(engine, &send_times, load.prompt_tokens, load.max_tokens)
+}
+
+/// Runs an open-loop load against `engine` entirely in virtual time, request
+/// `i` sent at `send_times[i]` (for example a Poisson schedule); otherwise as
+/// [`run_open_loop`]. Outcomes are in the order of `send_times`.
+pub fn run_open_loop_at(
+    mut engine: Engine,
+    send_times: &[Duration],
+    prompt_tokens: usize,
+    max_tokens: usize,
+) -> Vec<LoopOutcome> {
     let http_overhead = engine.physics().http_overhead;
-    let mut sent_at = Vec::with_capacity(load.requests);
-    for index in 0..load.requests {
-        let sent = Duration::from_secs_f64(index as f64 / load.rate);
-        sent_at.push(sent);
+    let sent_at = send_times.to_vec();
+    for (index, sent) in sent_at.iter().enumerate() {
         engine.submit(EngineRequest {
             id: index as RequestId,
-            prompt_tokens: load.prompt_tokens,
-            max_tokens: load.max_tokens,
-            enqueue_at: sent + http_overhead,
+            prompt_tokens,
+            max_tokens,
+            enqueue_at: *sent + http_overhead,
             fixed_output_tokens: None,
         });
     }
+    let requests = sent_at.len();
 
-    let mut outcomes: Vec<Option<LoopOutcome>> = vec![None; load.requests];
-    let mut remaining = load.requests;
+    let mut outcomes: Vec<Option<LoopOutcome>> = vec![None; requests];
+    let mut remaining = requests;
     while remaining > 0 {
         if !engine.has_work() {
             let arrival = engine

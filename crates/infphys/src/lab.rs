@@ -102,7 +102,12 @@ impl fmt::Display for Estimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let minutes = |d: Duration| d.as_secs_f64() / 60.0;
         if self.high.as_secs_f64() < 10.0 {
-            write!(f, "about {:.1} to {:.1} s", self.low.as_secs_f64(), self.high.as_secs_f64())
+            write!(
+                f,
+                "about {:.1} to {:.1} s",
+                self.low.as_secs_f64(),
+                self.high.as_secs_f64()
+            )
         } else if self.high.as_secs_f64() < 90.0 {
             write!(
                 f,
@@ -243,56 +248,6 @@ pub struct LabResults {
     pub overload: Sweep,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sweep_estimate_spans_perfect_and_no_scaling() {
-        let params = LabParams::default();
-        let estimate = params.estimate_sweep(Duration::from_secs(3));
-        // Perfect scaling: 80 × 3 s × (1 + 1/2 + 1/4 + 1/8 + 1/16) = 465 s.
-        assert!(
-            (estimate.low.as_secs_f64() - 465.0).abs() < 1e-6,
-            "{estimate:?}"
-        );
-        // No scaling: 80 × 3 s per level, five levels, no level reaching the 60 s timeout.
-        assert!(
-            (estimate.high.as_secs_f64() - 1200.0).abs() < 1e-6,
-            "{estimate:?}"
-        );
-        assert_eq!(estimate.to_string(), "about 7.8 to 20.0 min");
-    }
-
-    #[test]
-    fn overload_estimate_is_capped_by_the_timeout() {
-        let params = LabParams::default();
-        let estimate = params.estimate_overload(Duration::from_secs(10));
-        // Every request is cut at 5 s, c at a time: 60 × 5 s / c per level, however it scales.
-        let expected = 300.0 * (0.25 + 0.125 + 0.0625 + 0.03125);
-        assert!(
-            (estimate.low.as_secs_f64() - expected).abs() < 1e-6,
-            "{estimate:?}"
-        );
-        assert!(
-            (estimate.high.as_secs_f64() - expected).abs() < 1e-6,
-            "{estimate:?}"
-        );
-    }
-
-    #[test]
-    fn token_estimate_scales_with_max_tokens() {
-        let params = LabParams::default();
-        let estimate = params.estimate_tokens(Duration::from_secs(3));
-        // (32 + 64 + 128 + 256) / 96 = 5 cells' worth per prompt size, × 3 sizes × 6 repeats × 3 s.
-        assert!(
-            (estimate.high.as_secs_f64() - 270.0).abs() < 1e-6,
-            "{estimate:?}"
-        );
-        assert_eq!(estimate.low * 2, estimate.high);
-    }
-}
-
 /// Runs the baseline, the sweep, the token-budget grid and the overload demonstration in order.
 pub async fn run_lab(
     client: &Client,
@@ -341,4 +296,54 @@ pub async fn run_lab(
         tokens,
         overload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_estimate_spans_perfect_and_no_scaling() {
+        let params = LabParams::default();
+        let estimate = params.estimate_sweep(Duration::from_secs(3));
+        // Perfect scaling: 80 × 3 s × (1 + 1/2 + 1/4 + 1/8 + 1/16) = 465 s.
+        assert!(
+            (estimate.low.as_secs_f64() - 465.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        // No scaling: 80 × 3 s per level, five levels, no level reaching the 60 s timeout.
+        assert!(
+            (estimate.high.as_secs_f64() - 1200.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert_eq!(estimate.to_string(), "about 7.8 to 20.0 min");
+    }
+
+    #[test]
+    fn overload_estimate_is_capped_by_the_timeout() {
+        let params = LabParams::default();
+        let estimate = params.estimate_overload(Duration::from_secs(10));
+        // Every request is cut at 5 s, c at a time: 60 × 5 s / c per level, however it scales.
+        let expected = 300.0 * (0.25 + 0.125 + 0.0625 + 0.03125);
+        assert!(
+            (estimate.low.as_secs_f64() - expected).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert!(
+            (estimate.high.as_secs_f64() - expected).abs() < 1e-6,
+            "{estimate:?}"
+        );
+    }
+
+    #[test]
+    fn token_estimate_scales_with_max_tokens() {
+        let params = LabParams::default();
+        let estimate = params.estimate_tokens(Duration::from_secs(3));
+        // (32 + 64 + 128 + 256) / 96 = 5 cells' worth per prompt size, × 3 sizes × 6 repeats × 3 s.
+        assert!(
+            (estimate.high.as_secs_f64() - 270.0).abs() < 1e-6,
+            "{estimate:?}"
+        );
+        assert_eq!(estimate.low * 2, estimate.high);
+    }
 }

@@ -23,6 +23,8 @@
 //! - [`notebook`]: display in the evcxr Jupyter kernel: tables as HTML, charts drawn offline.
 //! - [`calibration`]: the client's own overhead and ceiling on this machine, for reports.
 //! - [`lab`]: the lab's parameters, its preflight and a run of all four sections.
+//! - `virtual_lab` (feature `sim`): the simulator's engine driven in virtual time, for loads
+//!   too large to drive over HTTP on a laptop.
 //! - [`blocking`]: the same operations for code that is not async, such as notebook cells.
 //! - `files` (feature `files`): CSV and Parquet writers.
 //!
@@ -61,6 +63,8 @@ pub mod sse;
 pub mod stats;
 pub mod stream;
 pub mod target;
+#[cfg(feature = "sim")]
+pub mod virtual_lab;
 
 pub use client::{ChatReply, ChatRequest, Client, ErrorKind, RequestFailure, Usage};
 pub use error::{Error, Result};

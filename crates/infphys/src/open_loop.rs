@@ -69,7 +69,7 @@ impl OpenLoopSpec {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(self.rate_rps.is_finite() && self.rate_rps > 0.0) {
             return Err(invalid(
                 "rate",
