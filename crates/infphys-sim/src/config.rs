@@ -53,7 +53,7 @@ pub struct Stall {
     pub length: Duration,
 }
 
-/// Maximum number of replicas; each runs its own engine task.
+/// Maximum number of replicas; each runs its own engine thread.
 const MAX_REPLICAS: usize = 256;
 
 /// Policy by which a server with several replicas picks the engine for each request.

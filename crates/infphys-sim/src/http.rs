@@ -1,4 +1,4 @@
-//! OpenAI-compatible HTTP endpoints on top of the engine task.
+//! OpenAI-compatible HTTP endpoints on top of the engine threads.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::config::SimConfig;
-use crate::driver::{Clock, Command, Event};
+use crate::driver::{Clock, Command, Event, MIN_SLEEP};
 use crate::engine::{EngineRequest, Finished, RequestId};
 use crate::faults::{FAULT_HEADER, FaultPlan, TokenPoint, parse_fault_header};
 use crate::metrics;
@@ -441,7 +441,7 @@ fn type_name(value: &Value) -> &'static str {
 /// disconnects or times out frees its batch slot and KV blocks.
 struct AbortGuard {
     id: RequestId,
-    commands: mpsc::UnboundedSender<Command>,
+    commands: std::sync::mpsc::Sender<Command>,
     armed: bool,
     /// Keeps the request counted at its replica for least-loaded routing until the reply ends.
     _in_flight: InFlight,
@@ -554,6 +554,50 @@ impl ReplyContext {
     }
 }
 
+/// A serialized token chunk split around its content, so that each token
+/// costs one string escape instead of building and serializing a JSON tree.
+struct TokenChunkTemplate {
+    /// Text before and after the escaped content; `None` when the
+    /// placeholder content could not be located, and every chunk is then
+    /// serialized in full.
+    parts: Option<(String, String)>,
+    include_usage: bool,
+}
+
+impl TokenChunkTemplate {
+    /// Content whose escaped form marks where a token's content goes.
+    const PLACEHOLDER: &'static str = "\u{0}infphys-token-content\u{0}";
+
+    fn new(context: &ReplyContext, include_usage: bool) -> Self {
+        let chunk = context.chunk(json!({"content": Self::PLACEHOLDER}), None, include_usage);
+        let text = String::from_utf8_lossy(&chunk);
+        let marker = Value::from(Self::PLACEHOLDER).to_string();
+        // A model name or id that contains the marker would make the split ambiguous.
+        let parts = (text.matches(&marker).count() == 1)
+            .then(|| text.split_once(&marker))
+            .flatten()
+            .map(|(prefix, suffix)| (prefix.to_string(), suffix.to_string()));
+        TokenChunkTemplate {
+            parts,
+            include_usage,
+        }
+    }
+
+    /// Returns the chunk of one token, byte for byte what
+    /// [`ReplyContext::chunk`] returns for `{"content": content}`.
+    fn render(&self, context: &ReplyContext, content: &str) -> Bytes {
+        let Some((prefix, suffix)) = &self.parts else {
+            return context.chunk(json!({"content": content}), None, self.include_usage);
+        };
+        let escaped = Value::from(content).to_string();
+        let mut text = String::with_capacity(prefix.len() + escaped.len() + suffix.len());
+        text.push_str(prefix);
+        text.push_str(&escaped);
+        text.push_str(suffix);
+        Bytes::from(text)
+    }
+}
+
 fn sse_event(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
@@ -584,7 +628,7 @@ async fn chat_completions(
     let enqueue_at = arrival + state.config.physics.http_overhead;
     let faults = header_plan.unwrap_or_else(|| state.config.faults.draw(state.config.seed, id));
     if let Some(status) = faults.status {
-        tokio::time::sleep_until(clock.wall_at(enqueue_at)).await;
+        sleep_until(clock.wall_at(enqueue_at)).await;
         return Ok(injected_error(
             status,
             faults.retry_after,
@@ -780,12 +824,24 @@ impl Delivery {
             .collect()
     }
 
-    /// Sleeps until the wall time of `virtual_time`, if it is still ahead.
+    /// Sleeps until the wall time of `virtual_time` unless it is less than
+    /// [`MIN_SLEEP`] ahead.
+    ///
+    /// Without an injected stall the engine thread delivers a token at its
+    /// wall time, or at most [`MIN_SLEEP`] early when it runs several short
+    /// steps back to back, so this returns at once. With a stall the wait
+    /// can end up to 1 ms late, because tokio's timer rounds up to whole
+    /// milliseconds.
     async fn wait_until(&self, virtual_time: Duration) {
-        let wake_at = self.clock.wall_at(virtual_time);
-        if wake_at > tokio::time::Instant::now() {
-            tokio::time::sleep_until(wake_at).await;
-        }
+        sleep_until(self.clock.wall_at(virtual_time)).await;
+    }
+}
+
+/// Sleeps until `deadline` on the tokio timer, unless it is less than
+/// [`MIN_SLEEP`] ahead.
+async fn sleep_until(deadline: std::time::Instant) {
+    if deadline.saturating_duration_since(std::time::Instant::now()) >= MIN_SLEEP {
+        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 
@@ -795,6 +851,7 @@ struct StreamState {
     context: ReplyContext,
     delivery: Delivery,
     include_usage: bool,
+    token_chunk: TokenChunkTemplate,
     queued: VecDeque<Bytes>,
     /// Virtual send time of each token so far.
     send_times: Vec<Duration>,
@@ -819,12 +876,14 @@ fn stream_response(
     guard: AbortGuard,
     include_usage: bool,
 ) -> Response {
+    let token_chunk = TokenChunkTemplate::new(&context, include_usage);
     let state = StreamState {
         events,
         guard,
         context,
         delivery,
         include_usage,
+        token_chunk,
         queued: VecDeque::new(),
         send_times: Vec::new(),
         drop_connection: false,
@@ -924,9 +983,7 @@ impl StreamState {
         }
         self.send_times.push(send_at);
         let content = self.context.reply.token(index);
-        let chunk = self
-            .context
-            .chunk(json!({"content": content}), None, self.include_usage);
+        let chunk = self.token_chunk.render(&self.context, &content);
         self.queued.push_back(chunk);
     }
 }
@@ -995,4 +1052,54 @@ fn unix_seconds() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(model: &str) -> ReplyContext {
+        ReplyContext {
+            id: "chatcmpl-sim-7".to_string(),
+            created: 1_700_000_000,
+            model: model.to_string(),
+            prompt_tokens: 12,
+            reply: ReplyText::Filler,
+            arrival: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn token_template_matches_full_chunk() {
+        let contents = [
+            "",
+            " the",
+            "quote \" and \\ slash",
+            "tab\tline\n",
+            "émoji 🦀",
+            "\u{1}",
+        ];
+        for include_usage in [false, true] {
+            let context = context("meta/llama-3.1-8b-instruct");
+            let template = TokenChunkTemplate::new(&context, include_usage);
+            assert!(template.parts.is_some(), "the placeholder was not found");
+            for content in contents {
+                let full = context.chunk(json!({"content": content}), None, include_usage);
+                assert_eq!(
+                    template.render(&context, content),
+                    full,
+                    "content {content:?}, include_usage {include_usage}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn token_template_falls_back_on_ambiguous_model() {
+        let context = context(TokenChunkTemplate::PLACEHOLDER);
+        let template = TokenChunkTemplate::new(&context, false);
+        assert!(template.parts.is_none());
+        let full = context.chunk(json!({"content": " word"}), None, false);
+        assert_eq!(template.render(&context, " word"), full);
+    }
 }

@@ -14,8 +14,12 @@
 //! - [`engine`] (hidden from the docs): the virtual-time discrete-event
 //!   model, a synchronous state machine that tests and notebooks can drive
 //!   directly.
-//! - `driver`: the async task that runs the engine against the wall clock,
-//!   with wall time equal to virtual time divided by [`SimConfig::time_scale`].
+//! - `driver`: the engine thread, one OS thread per replica that runs the
+//!   engine against the wall clock, with wall time equal to virtual time
+//!   divided by [`SimConfig::time_scale`]. It waits for each step's end
+//!   with a thread sleep and a short yield loop rather than a tokio timer,
+//!   which rounds up to whole milliseconds. Handlers send it commands over
+//!   a `std::sync::mpsc` channel and receive events over tokio channels.
 //! - `http`: the axum handlers, request validation and OpenAI-shaped errors.
 //! - `server`: [`router`], [`serve`] and [`spawn`].
 //!
@@ -54,10 +58,12 @@
 //! - `preemptions`: how many times the engine preempted the request.
 //!
 //! At time scale 1, a client that starts its clock just before sending
-//! receives each token at its offset plus the connection, parsing and
-//! wake-up delay, a few milliseconds on loopback. The test
-//! `stream_record_matches_client_clock` measured about 3 ms for the first
-//! token and 1 to 2 ms mean error per token gap on a shared 2-core machine.
+//! receives each token at its offset plus the loopback hop, the request
+//! parsing and the wake-ups on both sides. The test
+//! `stream_tokens_arrive_on_schedule` requires a median below 1 ms for the
+//! first token and for every token. Debug builds measured 0.3 to 0.9 ms on
+//! a shared 2-core machine. `docs/benchmarks-sim.md` gives the tails with
+//! many concurrent clients.
 //!
 //! # Faults
 //!

@@ -17,44 +17,55 @@ use crate::http::{self, AppState};
 use crate::metrics::LatencyMetrics;
 use crate::replicas::Replicas;
 
-/// Builds the HTTP routes and starts the engine task on the current tokio runtime.
+/// Builds the HTTP routes and starts one engine thread per replica.
 ///
-/// The engine task stops once the router and every clone of it are dropped.
+/// The engine threads stop once the router and every clone of it are
+/// dropped and the last request in flight has ended.
 /// Use this to serve the simulator in-process, for example with
 /// `axum::serve` on a `TcpListener` bound to 127.0.0.1:0. Set `TCP_NODELAY`
 /// on the accepted connections, as [`serve`] and [`spawn`] do, or streamed
 /// tokens can wait for the client's delayed ACK and arrive in bursts.
 ///
+/// The handlers must run on a tokio runtime.
+///
 /// # Panics
 ///
-/// Panics when called outside a tokio runtime, or when
-/// [`SimConfig::validate`] fails; [`serve`] and [`spawn`] validate first and
-/// return the error instead.
+/// Panics when [`SimConfig::validate`] fails or an engine thread cannot be
+/// started; [`serve`] and [`spawn`] return these errors instead.
 pub fn router(config: &SimConfig) -> axum::Router {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
-    http::routes(start_engines(config))
+    match start_engines(config) {
+        Ok(state) => http::routes(state),
+        Err(error) => panic!("{error}"),
+    }
 }
 
-/// Starts one engine task per replica and returns the handlers' state.
-fn start_engines(config: &SimConfig) -> Arc<AppState> {
+/// Starts one engine thread per replica and returns the handlers' state.
+fn start_engines(config: &SimConfig) -> Result<Arc<AppState>, SimError> {
     let clock = driver::Clock::new(config.time_scale);
     let latency = Arc::new(Mutex::new(LatencyMetrics::default()));
-    let engines = (0..config.replicas)
-        .map(|index| {
-            let seed = config.seed.wrapping_add(index as u64);
-            let engine = Engine::new(config.physics.clone(), seed, config.max_queue)
-                .with_stall(config.stall);
-            driver::start(engine, clock, Arc::clone(&latency))
-        })
-        .collect();
+    let mut engines = Vec::with_capacity(config.replicas);
+    for index in 0..config.replicas {
+        let seed = config.seed.wrapping_add(index as u64);
+        let engine =
+            Engine::new(config.physics.clone(), seed, config.max_queue).with_stall(config.stall);
+        let handle =
+            driver::start(engine, clock, Arc::clone(&latency), index).map_err(|source| {
+                SimError::Io {
+                    action: "start an engine thread",
+                    source,
+                }
+            })?;
+        engines.push(handle);
+    }
     let state = AppState {
         config: config.clone(),
         replicas: Replicas::new(engines, config.routing, clock, latency),
         next_id: AtomicU64::new(0),
     };
-    Arc::new(state)
+    Ok(Arc::new(state))
 }
 
 /// Serves the simulator on `listener` until `shutdown` completes.
@@ -68,7 +79,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SimError> {
     config.validate()?;
-    let state = start_engines(&config);
+    let state = start_engines(&config)?;
     let app = http::routes(Arc::clone(&state));
     if let Ok(addr) = listener.local_addr() {
         log_start(&config, addr);
@@ -77,7 +88,7 @@ pub async fn serve(
     let result = axum::serve(listener.tap_io(set_nodelay), app)
         .with_graceful_shutdown(shutdown)
         .await;
-    // The logger keeps a reference to the engines, so it must stop for their tasks to end.
+    // The logger keeps a reference to the engines, so it must stop for their threads to end.
     load_logger.abort();
     result.map_err(|source| SimError::Io {
         action: "serve HTTP connections",
@@ -135,8 +146,8 @@ async fn log_load(state: Arc<AppState>, interval: Duration) {
     }
 }
 
-/// Binds `config.host:config.port` and runs the server and its engine on a
-/// thread of their own with their own tokio runtime.
+/// Binds `config.host:config.port` and runs the server on a thread of its
+/// own with its own tokio runtime, next to its engine threads.
 ///
 /// This works from synchronous code and from inside another runtime, such
 /// as a `#[tokio::test]`. It returns once the socket is bound and the server
@@ -231,7 +242,14 @@ fn run_server_thread(
             }
         };
         let addr = listener.local_addr().ok();
-        let app = router(&config);
+        let state = match start_engines(&config) {
+            Ok(state) => state,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+        let app = http::routes(state);
         if let Some(addr) = addr {
             log_start(&config, addr);
         }
@@ -301,8 +319,9 @@ impl SimHandle {
         &self.config
     }
 
-    /// Stops the server and its engine and waits for its thread to end.
-    /// In-flight requests are cut off.
+    /// Stops the server and waits for its thread to end. In-flight requests
+    /// are cut off. The engine threads end on their own once the handlers
+    /// are gone, without being joined.
     pub fn shutdown(self) {
         drop(self);
     }
@@ -332,7 +351,7 @@ mod tests {
             time_scale: 100.0,
             ..SimConfig::new(Preset::Classroom)
         };
-        let state = start_engines(&config);
+        let state = start_engines(&config).unwrap();
         let (report, completed_total) = load_report(&state, 0);
         assert_eq!(
             report,
@@ -358,7 +377,7 @@ mod tests {
     #[tokio::test]
     async fn load_logger_runs_until_aborted() {
         let config = SimConfig::new(Preset::Classroom);
-        let state = start_engines(&config);
+        let state = start_engines(&config).unwrap();
         let logger = tokio::spawn(log_load(state, Duration::from_millis(5)));
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!logger.is_finished());
