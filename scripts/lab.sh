@@ -27,18 +27,25 @@ if [[ ! -x "$PYTHON" || "$(cat "$SETUP_STAMP" 2>/dev/null)" != "$(setup_fingerpr
 fi
 
 # Succeeds when any HTTP response comes back from GET $1/v1/models within 3 s.
-answers() {
+server_responds() {
     curl --silent --output /dev/null --max-time 3 "$1/v1/models"
 }
 
 sim_pid=""
-stop_simulator() {
-    if [[ -n "$sim_pid" ]]; then
-        kill "$sim_pid" 2>/dev/null || true
-        wait "$sim_pid" 2>/dev/null || true
-    fi
+lab_pid=""
+# Stops JupyterLab (which shuts down its kernels) and the simulator, whichever were started.
+stop_all() {
+    local pid
+    for pid in "$lab_pid" "$sim_pid"; do
+        if [[ -n "$pid" ]]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
 }
-trap stop_simulator EXIT
+trap stop_all EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Builds the CLI and starts `infphys sim --port 0` in the background; sets NIM_BASE_URL to the
 # address it prints.
@@ -66,7 +73,7 @@ start_simulator() {
 }
 
 if [[ -z "${NIM_BASE_URL:-}" ]]; then
-    if answers "$DEFAULT_BASE_URL"; then
+    if server_responds "$DEFAULT_BASE_URL"; then
         export NIM_BASE_URL="$DEFAULT_BASE_URL"
         log "using the server at $NIM_BASE_URL"
     else
@@ -74,21 +81,28 @@ if [[ -z "${NIM_BASE_URL:-}" ]]; then
     fi
 elif [[ "$NIM_BASE_URL" == sim ]]; then
     log "NIM_BASE_URL=sim: each notebook starts the built-in simulator in its own kernel"
-elif answers "$NIM_BASE_URL"; then
+elif server_responds "$NIM_BASE_URL"; then
     log "using the server at $NIM_BASE_URL"
 else
     log "WARNING: nothing answers at NIM_BASE_URL=$NIM_BASE_URL, so the notebooks' preflight will fail."
     log "Start that server, or run with NIM_BASE_URL=sim (or unset) to use the built-in simulator."
 fi
 
+# JupyterLab does not run as root without --allow-root, and containers often run as root.
+root_args=()
+[[ $(id -u) == 0 ]] && root_args=(--allow-root)
+
 token=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
 log "JupyterLab: http://127.0.0.1:$LAB_PORT/lab?token=$token"
 log "press Ctrl-C to stop JupyterLab$([[ -n "$sim_pid" ]] && echo ' and the simulator')"
-# Not exec: the trap must still stop the simulator when JupyterLab exits.
-"$PYTHON" -m jupyter lab \
+# JupyterLab runs in the background because bash runs a trap only after its foreground child
+# exits. So a signal to this script reaches the EXIT trap at once, which stops both servers.
+"$PYTHON" -m jupyter lab "${root_args[@]}" \
     --no-browser \
     --ip=127.0.0.1 \
     --port="$LAB_PORT" \
     --port-retries=0 \
     --ServerApp.root_dir="$NOTEBOOK_DIR" \
-    --IdentityProvider.token="$token"
+    --IdentityProvider.token="$token" &
+lab_pid=$!
+wait "$lab_pid"

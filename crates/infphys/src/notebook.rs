@@ -55,7 +55,8 @@ use plotly::Plot;
 use polars::prelude::DataFrame;
 
 use crate::display::{escape_html, frame_to_html, plotly_js, script_safe_json};
-use crate::lab::LabParams;
+use crate::lab::{Estimate, LabParams};
+use crate::target::Target;
 
 /// The MIME type of a plotly figure (`{"data": [...], "layout": {...}}`) in Jupyter.
 pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
@@ -152,7 +153,7 @@ pub trait NotebookDisplay {
     fn evcxr_display(&self) {
         let payload = self.mime_bundle().to_evcxr_protocol();
         let mut out = std::io::stdout().lock();
-        // A closed stdout means nobody is there to show the output to.
+        // Write errors are ignored, because a closed stdout means no front end is reading.
         let _ = out.write_all(payload.as_bytes());
         let _ = out.flush();
     }
@@ -255,8 +256,8 @@ impl NotebookDisplay for PlotlyJs {
     }
 }
 
-/// Builds the loader's bundle: plotly.js in a `<script>` element and a line that says it is
-/// loaded, as HTML and as text.
+/// Builds the loader's bundle: plotly.js in a `<script>` element, and a sentence stating that it
+/// is loaded, as HTML and as text.
 pub fn plotly_js_bundle() -> MimeBundle {
     let js = plotly_js();
     let note = format!(
@@ -296,8 +297,31 @@ pub fn lab_params_for(quick: Option<&str>) -> LabParams {
     }
 }
 
+/// Formats the line a long cell prints before it starts: how long the section should take, from
+/// `estimate` in server time (see [`LabParams::estimate_sweep`]), and, against a sped-up
+/// simulator, how long that is here in wall-clock time.
+pub fn expected_duration(estimate: Estimate, target: &Target) -> String {
+    expected_duration_at(estimate, target.time_scale())
+}
+
+fn expected_duration_at(estimate: Estimate, time_scale: f64) -> String {
+    if time_scale == 1.0 {
+        return format!("This section should take {estimate}.");
+    }
+    let wall = Estimate {
+        low: estimate.low.div_f64(time_scale),
+        high: estimate.high.div_f64(time_scale),
+    };
+    format!(
+        "This section should take {estimate} of server time, {wall} here at the simulator's \
+         time scale of {time_scale}."
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use plotly::{Layout, Scatter};
     use polars::prelude::*;
 
@@ -429,6 +453,41 @@ mod tests {
             "v3.0.1"
         );
         assert_eq!(plotly_js_version("var x;"), "(unknown version)");
+    }
+
+    #[test]
+    fn duration_line_at_full_speed() {
+        let estimate = Estimate {
+            low: Duration::from_secs(120),
+            high: Duration::from_secs(600),
+        };
+        assert_eq!(
+            expected_duration_at(estimate, 1.0),
+            format!("This section should take {estimate}.")
+        );
+    }
+
+    #[test]
+    fn duration_line_converts_scaled_time() {
+        let estimate = Estimate {
+            low: Duration::from_secs(100),
+            high: Duration::from_secs(500),
+        };
+        let wall = Estimate {
+            low: Duration::from_secs(2),
+            high: Duration::from_secs(10),
+        };
+        let line = expected_duration_at(estimate, 50.0);
+        assert!(
+            line.starts_with(&format!(
+                "This section should take {estimate} of server time"
+            )),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!("{wall} here at the simulator's time scale of 50.")),
+            "{line}"
+        );
     }
 
     #[test]
