@@ -144,7 +144,7 @@ impl ReplyText {
 
 /// A validated chat-completion request.
 #[derive(Debug, Clone)]
-struct ChatRequest {
+pub(crate) struct ChatRequest {
     prompt_tokens: usize,
     max_tokens: usize,
     stream: bool,
@@ -152,7 +152,10 @@ struct ChatRequest {
     reply: ReplyText,
 }
 
-fn parse_chat_request(body: &Value, config: &SimConfig) -> Result<ChatRequest, ApiError> {
+pub(crate) fn parse_chat_request(
+    body: &Value,
+    config: &SimConfig,
+) -> Result<ChatRequest, ApiError> {
     let Some(object) = body.as_object() else {
         return Err(ApiError::invalid_request(
             None,

@@ -118,3 +118,15 @@ pub use config::{Routing, SimConfig, SimError, Stall};
 pub use faults::Faults;
 pub use preset::{Physics, Preset};
 pub use server::{SimHandle, router, serve, spawn};
+
+/// Parses and validates a chat-completion request body as `POST /v1/chat/completions` does
+/// with the default configuration, without a server: for fuzz targets and tests. Returns the
+/// rejection, with the message the server would send, in its `Debug` form. The server's 2 MB body limit is not applied here.
+#[doc(hidden)]
+pub fn parse_request_for_fuzzing(body: &[u8]) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| format!("The request body is not valid JSON: {error}"))?;
+    http::parse_chat_request(&value, &SimConfig::default())
+        .map(|_| ())
+        .map_err(|error| format!("{error:?}"))
+}

@@ -470,6 +470,13 @@ pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
     message
 }
 
+/// Parses a non-streaming chat-completion response as [`Client::chat_once`] does, without a
+/// connection: for fuzz targets and tests. The latency is zero and messages name no URL.
+#[doc(hidden)]
+pub fn parse_chat_response(status: u16, body: &[u8]) -> Result<ChatReply, RequestFailure> {
+    parse_reply(status, body, Duration::ZERO, "no URL")
+}
+
 fn parse_reply(
     status: u16,
     body: &[u8],

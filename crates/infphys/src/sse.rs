@@ -13,6 +13,10 @@
 /// newline cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Maximum `data` one event may collect over its lines, in bytes. More is an error, so a server
+/// that sends `data:` lines without ever ending the event cannot exhaust memory.
+pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
+
 /// One decoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -28,6 +32,9 @@ pub enum SseError {
     /// A line grew past [`MAX_LINE_BYTES`] without ending.
     #[error("a stream line exceeds {MAX_LINE_BYTES} bytes without a newline")]
     LineTooLong,
+    /// An event's `data` lines grew past [`MAX_EVENT_BYTES`] before a blank line ended it.
+    #[error("a stream event's data exceeds {MAX_EVENT_BYTES} bytes without a blank line")]
+    EventTooLong,
     /// A line is not valid UTF-8.
     #[error("a stream line is not valid UTF-8")]
     InvalidUtf8,
@@ -99,6 +106,11 @@ impl Decoder {
         match field {
             "data" => match self.data.as_mut() {
                 Some(data) => {
+                    if data.len() + 1 + value.len() > MAX_EVENT_BYTES {
+                        self.data = None;
+                        self.name = None;
+                        return Err(SseError::EventTooLong);
+                    }
                     data.push('\n');
                     data.push_str(value);
                 }
@@ -192,6 +204,24 @@ mod tests {
             }
         }
         assert_eq!(result, Err(SseError::LineTooLong));
+    }
+
+    #[test]
+    fn endless_event_is_rejected() {
+        let mut decoder = Decoder::new();
+        let mut events = Vec::new();
+        let mut line = vec![b'a'; 64 * 1024];
+        line.splice(0..0, *b"data: ");
+        line.push(b'\n');
+        let mut result = Ok(());
+        for _ in 0..(MAX_EVENT_BYTES / (64 * 1024) + 2) {
+            result = decoder.push(&line, &mut events);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(SseError::EventTooLong));
+        assert!(events.is_empty());
     }
 
     #[test]

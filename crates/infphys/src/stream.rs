@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::client::{
     ChatReply, ErrorKind, MAX_BODY_BYTES, RequestFailure, Usage, classify, describe_reqwest_error,
 };
-use crate::sse::{Decoder, Event};
+use crate::sse::{Decoder, Event, SseError};
 use crate::target::Target;
 
 /// How the inter-token latency of a stream was derived.
@@ -163,15 +163,47 @@ impl State {
         Ok(())
     }
 
+    /// Handles the events one read completed, then the decoder's result for that read, so an
+    /// event before a bad line counts however the bytes were split into reads.
+    fn on_read(
+        &mut self,
+        decoded: Result<(), SseError>,
+        events: &mut Vec<Event>,
+        at: Instant,
+    ) -> Result<(), (ErrorKind, String)> {
+        for event in events.drain(..) {
+            self.on_event(&event, at)?;
+        }
+        decoded.map_err(|error| (ErrorKind::Decode, error.to_string()))
+    }
+
+    /// Returns why a stream that closed cleanly still failed, if it did.
+    fn end_failure(&self, output_tokens: u32) -> Option<(ErrorKind, String)> {
+        if !self.done && !self.finished {
+            let message = format!(
+                "the stream ended without [DONE] or a finish reason after {output_tokens} tokens"
+            );
+            return Some((ErrorKind::StreamTruncated, message));
+        }
+        if self.token_chunks == 0 {
+            return Some((ErrorKind::Empty, "the stream carried no tokens".to_owned()));
+        }
+        None
+    }
+
+    /// Returns the output tokens, from `usage` when reported, else the token chunks.
+    fn output_tokens(&self) -> (u32, ItlBasis) {
+        match self.usage.and_then(|u| u.completion_tokens) {
+            Some(tokens) => (tokens, ItlBasis::Token),
+            None => (self.token_chunks, ItlBasis::Chunk),
+        }
+    }
+
     fn timing(&self, sent_at: Instant, closed_at: Instant, target: &Target) -> StreamTiming {
         let since_sent = |at: Option<Instant>| {
             at.map(|at| target.to_server_time(at.saturating_duration_since(sent_at)))
         };
-        let reported = self.usage.and_then(|u| u.completion_tokens);
-        let (output_tokens, itl_basis) = match reported {
-            Some(tokens) => (tokens, ItlBasis::Token),
-            None => (self.token_chunks, ItlBasis::Chunk),
-        };
+        let (output_tokens, itl_basis) = self.output_tokens();
         let tpot = match (self.first_token, self.last_token) {
             (Some(first), Some(last)) if output_tokens > 1 => Some(
                 target.to_server_time(last.saturating_duration_since(first)) / (output_tokens - 1),
@@ -270,20 +302,9 @@ pub(crate) async fn run(
                 return Err(fail(kind, message, Some(status), Some(timing)));
             }
         };
-        if let Err(error) = decoded {
+        if let Err((kind, message)) = state.on_read(decoded, &mut events, at) {
             let timing = state.timing(sent_at, at, target);
-            return Err(fail(
-                ErrorKind::Decode,
-                error.to_string(),
-                Some(status),
-                Some(timing),
-            ));
-        }
-        for event in events.drain(..) {
-            if let Err((kind, message)) = state.on_event(&event, at) {
-                let timing = state.timing(sent_at, at, target);
-                return Err(fail(kind, message, Some(status), Some(timing)));
-            }
+            return Err(fail(kind, message, Some(status), Some(timing)));
         }
         // Reading goes on after [DONE] until the server closes, so the close time is measured.
         if ended {
@@ -292,25 +313,8 @@ pub(crate) async fn run(
     }
 
     let timing = state.timing(sent_at, Instant::now(), target);
-    if !state.done && !state.finished {
-        let message = format!(
-            "the stream ended without [DONE] or a finish reason after {} tokens",
-            timing.output_tokens
-        );
-        return Err(fail(
-            ErrorKind::StreamTruncated,
-            message,
-            Some(status),
-            Some(timing),
-        ));
-    }
-    if state.token_chunks == 0 {
-        return Err(fail(
-            ErrorKind::Empty,
-            "the stream carried no tokens".to_owned(),
-            Some(status),
-            Some(timing),
-        ));
+    if let Some((kind, message)) = state.end_failure(timing.output_tokens) {
+        return Err(fail(kind, message, Some(status), Some(timing)));
     }
 
     Ok(ChatReply {
@@ -319,6 +323,52 @@ pub(crate) async fn run(
         status,
         usage: state.usage,
         stream: Some(timing),
+        server_timing: state.server_timing,
+    })
+}
+
+/// Outcome of decoding a complete stream's bytes, without a connection or clock.
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedStream {
+    /// The content text, trimmed, as in [`ChatReply::text`].
+    pub text: String,
+    /// Chunks that carried content or reasoning text.
+    pub token_chunks: u32,
+    /// Tokens generated: `usage.completion_tokens` when reported, else `token_chunks`.
+    pub output_tokens: u32,
+    /// Token counts, when the stream reported them.
+    pub usage: Option<Usage>,
+    /// The `infphys` object of the stream, when present.
+    pub server_timing: Option<Value>,
+}
+
+/// Runs the SSE decoder and the stream's event handling over `reads`, one slice per read from
+/// the connection, as a stream that then closes cleanly: for fuzz targets and tests. Returns the
+/// failure kind and message a streamed request would record, or what it would have received.
+#[doc(hidden)]
+pub fn decode_stream<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<DecodedStream, (ErrorKind, String)> {
+    let mut decoder = Decoder::new();
+    let mut state = State::default();
+    let mut events = Vec::new();
+    for bytes in reads {
+        let decoded = decoder.push(bytes, &mut events);
+        state.on_read(decoded, &mut events, Instant::now())?;
+    }
+    let decoded = decoder.finish(&mut events);
+    state.on_read(decoded, &mut events, Instant::now())?;
+
+    let (output_tokens, _) = state.output_tokens();
+    if let Some(failure) = state.end_failure(output_tokens) {
+        return Err(failure);
+    }
+    Ok(DecodedStream {
+        text: state.text.trim().to_owned(),
+        token_chunks: state.token_chunks,
+        output_tokens,
+        usage: state.usage,
         server_timing: state.server_timing,
     })
 }
