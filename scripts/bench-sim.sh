@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Measures how late the simulator's streamed tokens reach concurrent
+# clients compared with its virtual-time record, and the simulator's CPU
+# use, then writes docs/benchmarks-sim.md.
+#
+# For each client count it starts the sim_server example (the simulator in
+# a process of its own, H100 preset, time scale 1, on 127.0.0.1), runs the
+# stream_lateness example against it and reads the server's CPU time from
+# /proc/PID/stat. Everything stays on loopback.
+#
+# Settings (environment variables):
+#   CLIENT_COUNTS  client counts to run, one server each  (default "1 1024")
+#   DURATION_S     seconds during which clients start requests (default 20)
+#   WARMUP_S       first seconds whose requests are not measured (default 3)
+#   MAX_TOKENS     output tokens per request               (default 64)
+#   PRESET         simulator preset                        (default h100)
+#   OUT            report file                             (default docs/benchmarks-sim.md)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+CLIENT_COUNTS=${CLIENT_COUNTS:-"1 1024"}
+DURATION_S=${DURATION_S:-20}
+WARMUP_S=${WARMUP_S:-3}
+MAX_TOKENS=${MAX_TOKENS:-64}
+PRESET=${PRESET:-h100}
+OUT=${OUT:-docs/benchmarks-sim.md}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+# Each client uses one connection, and the server one socket per client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
+    echo "error: the open-file limit is $(ulimit -n); raise the hard limit to at least 4096." >&2
+    exit 1
+fi
+
+cargo build --release -p infphys-sim --example sim_server --example stream_lateness
+SERVER="$TARGET_DIR/release/examples/sim_server"
+CLIENT="$TARGET_DIR/release/examples/stream_lateness"
+
+TICKS=$(getconf CLK_TCK)
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -INT "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Prints the user plus system CPU time of a process or thread in clock ticks.
+cpu_ticks() {
+    sed 's/^.*) //' "$1" | awk '{print $12 + $13}'
+}
+
+# Prints the /proc stat file of the server's engine thread. Linux truncates
+# thread names to 15 bytes, so "infphys-engine-0" reads "infphys-engine-".
+engine_stat() {
+    local comm
+    comm=$(grep -l '^infphys-engine' /proc/"$SERVER_PID"/task/*/comm | head -n1)
+    echo "${comm%/comm}/stat"
+}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+RESULTS="$WORK/results.md"
+: >"$RESULTS"
+for CLIENTS in $CLIENT_COUNTS; do
+    "$SERVER" --preset "$PRESET" --time-scale 1 2>"$WORK/server.log" &
+    SERVER_PID=$!
+    URL=""
+    for _ in $(seq 100); do
+        URL=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$WORK/server.log" | head -n1 || true)
+        [ -n "$URL" ] && break
+        sleep 0.1
+    done
+    if [ -z "$URL" ]; then
+        echo "error: the simulator printed no URL within 10 s; its log:" >&2
+        cat "$WORK/server.log" >&2
+        exit 1
+    fi
+    ENGINE_STAT=$(engine_stat)
+
+    SERVER_BEFORE=$(cpu_ticks "/proc/$SERVER_PID/stat")
+    ENGINE_BEFORE=$(cpu_ticks "$ENGINE_STAT")
+    START=$(date +%s.%N)
+    timeout $((DURATION_S + 120)) "$CLIENT" --url "$URL" --clients "$CLIENTS" \
+        --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --max-tokens "$MAX_TOKENS" \
+        >"$WORK/client.md"
+    END=$(date +%s.%N)
+    SERVER_AFTER=$(cpu_ticks "/proc/$SERVER_PID/stat")
+    ENGINE_AFTER=$(cpu_ticks "$ENGINE_STAT")
+
+    kill -INT "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=""
+
+    CPU_LINE=$(awk -v s0="$SERVER_BEFORE" -v s1="$SERVER_AFTER" -v e0="$ENGINE_BEFORE" \
+        -v e1="$ENGINE_AFTER" -v t0="$START" -v t1="$END" -v hz="$TICKS" 'BEGIN {
+        wall = t1 - t0
+        printf "Simulator CPU over the %.1f s run: %.1f%% of one core in all, %.1f%% in the engine thread.",
+            wall, 100 * (s1 - s0) / hz / wall, 100 * (e1 - e0) / hz / wall
+    }')
+    {
+        echo "### Concurrency $CLIENTS"
+        echo
+        cat "$WORK/client.md"
+        echo
+        echo "$CPU_LINE"
+        echo
+    } >>"$RESULTS"
+    cat "$WORK/client.md"
+    echo "$CPU_LINE"
+done
+
+CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+mkdir -p "$(dirname "$OUT")"
+{
+    echo "# Simulator streaming precision"
+    echo
+    echo "How late the simulator's token chunks reach streaming clients compared"
+    echo "with the virtual-time record (\`infphys.token_times_s\`) that the simulator"
+    echo "attaches to each reply, at time scale 1, where virtual and wall seconds"
+    echo "are equal."
+    echo
+    echo "Each client sends streaming chat completions of $MAX_TOKENS tokens in a closed"
+    echo "loop. A token's lateness is its arrival at the client, measured from"
+    echo "just before the request was sent, minus its record offset, measured from"
+    echo "the handler's receipt of the request. It therefore includes the loopback"
+    echo "hop, the request parsing and the client's own scheduling, which competes"
+    echo "with the simulator for the same cores. The last row aligns each request"
+    echo "at its first token instead, which removes the per-request connection and"
+    echo "parsing time. Requests sent in the first $WARMUP_S s are not measured."
+    echo
+    echo "Command: \`scripts/bench-sim.sh\` (CLIENT_COUNTS=\"$CLIENT_COUNTS\", DURATION_S=$DURATION_S,"
+    echo "WARMUP_S=$WARMUP_S, MAX_TOKENS=$MAX_TOKENS, PRESET=$PRESET). It runs the \`sim_server\`"
+    echo "and \`stream_lateness\` examples of \`crates/infphys-sim\`, release builds."
+    echo
+    echo "Machine: $(nproc) cores ($CPU_MODEL), Linux $(uname -r), load average"
+    echo "$LOAD_BEFORE before the run. Other jobs shared the machine, so the tails"
+    echo "include their CPU use. Run on $(date -u +%Y-%m-%d)."
+    echo
+    cat "$RESULTS"
+} >"$OUT"
+echo "wrote $OUT"
