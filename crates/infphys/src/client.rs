@@ -436,11 +436,31 @@ pub(crate) async fn read_capped(
 pub(crate) fn classify(error: &reqwest::Error) -> ErrorKind {
     if error.is_timeout() {
         ErrorKind::Timeout
-    } else if error.is_decode() {
+    } else if error.is_decode() && !body_broke_off(error) {
         ErrorKind::Decode
     } else {
         ErrorKind::Connect
     }
+}
+
+/// Returns whether the connection failed while the body was read. reqwest 0.12's
+/// `Response::chunk` reports that as a decode error caused by a body error, so a reset in the
+/// middle of a response would otherwise look like bad content and not be retried.
+fn body_broke_off(error: &reqwest::Error) -> bool {
+    if error.is_body() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_body)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Describes a reqwest error with its whole source chain, which holds the useful part
@@ -450,7 +470,7 @@ pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
         "timed out"
     } else if error.is_connect() {
         "connection failed"
-    } else if error.is_body() {
+    } else if body_broke_off(error) {
         "the response body broke off"
     } else if error.is_decode() {
         "the response could not be decoded"
