@@ -321,6 +321,7 @@ impl Client {
                 request.timeout,
             )
             .await;
+            let result = result.map_err(|failure| redact_key(failure, &self.target));
             return Attempt { sent_at, result };
         }
         let outcome = send_and_read(builder).await;
@@ -353,8 +354,24 @@ impl Client {
                 retry_after: None,
             }),
         };
+        let result = result.map_err(|failure| redact_key(failure, &self.target));
         Attempt { sent_at, result }
     }
+}
+
+/// Replaces the API key in a failure's message, because a server may quote it back, as in
+/// "Incorrect API key provided: <key>", and messages end up in logs, CSV files and journals.
+///
+/// NOTE: a server message is cut at 200 characters before this runs, so a key that straddles
+/// the cut leaves its first characters in the message.
+fn redact_key(mut failure: RequestFailure, target: &Target) -> RequestFailure {
+    if let Some(key) = target.api_key().map(|key| key.expose())
+        && !key.is_empty()
+        && failure.message.contains(key)
+    {
+        failure.message = failure.message.replace(key, "[API key]");
+    }
+    failure
 }
 
 pub(crate) struct TransportFailure {
