@@ -29,8 +29,8 @@
 //!   emits. JupyterLab draws it with the plotly.js that the Python `plotly` package's extension
 //!   ships, offline and even in a notebook that is not trusted. nbconvert has no renderer for it,
 //!   so an exported HTML page drops the chart.
-//! - HTML with plotly.js inline: it works everywhere, but plotly.js is 4.6 MB, so a lab with nine
-//!   charts would save a notebook of more than 40 MB.
+//! - HTML with plotly.js inline: it works everywhere, but plotly.js is 4.6 MB, so the lab's eight
+//!   charts would save a notebook of about 37 MB.
 //! - HTML that loads plotly.js from a CDN (`plotly::Plot::notebook_display`): blank offline.
 //!
 //! This module combines the first two. [`PlotlyJs`], displayed once near the top of a notebook,
