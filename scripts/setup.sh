@@ -11,7 +11,7 @@
 #      missing and when running as root.
 #   5. A warm build: each notebook's first cell runs once in a fresh kernel, so that evcxr
 #      compiles polars, plotly and the rest once and caches them under $XDG_CACHE_HOME/evcxr.
-#      Without it a learner's first cell compiles for 7 to 14 minutes (measured on 2 cores).
+#      Without it a learner's first cell compiles for 6 to 14 minutes (measured on 2 cores).
 #
 # Usage: scripts/setup.sh [--skip-chromium]
 set -euo pipefail
@@ -111,7 +111,7 @@ if [[ "$(cat "$SETUP_STAMP" 2>/dev/null)" == "$fingerprint" && -n "$(ls -A "$XDG
     log "warm build: already done for these notebooks and this rustc"
 else
     log "warm build: compiling the notebooks' dependencies into evcxr's cache ($XDG_CACHE_HOME/evcxr)."
-    log "The first time this takes 7 to 14 minutes on 2 cores; later runs take about half a minute."
+    log "The first time this takes 6 to 14 minutes on 2 cores; later runs take about half a minute."
     warm_started=$SECONDS
     "$PYTHON" "$HELPER_DIR/warm_build.py" "$NOTEBOOK_DIR"
     log "warm build: done in $((SECONDS - warm_started)) s"

@@ -4,8 +4,8 @@
 # every host name unresolvable, that each chart was drawn.
 #
 # Runs scripts/setup.sh first when set-up is missing or out of date, since without its warm build
-# the first cell compiles for 7 to 14 minutes. The executed notebooks, their HTML and the DOM Chromium
-# rendered stay in $INFPHYS_CACHE/test-notebooks for inspection.
+# the first cell compiles for 6 to 14 minutes. The executed notebooks, their HTML and the DOM
+# that Chromium rendered stay in $INFPHYS_CACHE/test-notebooks for inspection.
 #
 # Environment: INFPHYS_TIME_SCALE (default 50), the simulator's speed-up; timeouts and reported
 # durations stay in server time, so the lesson is unchanged. INFPHYS_QUICK=1 runs the lab's
@@ -16,7 +16,7 @@ set -uo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/notebook/env.sh"
 
-# Bounds, in seconds: executing one notebook (measured at about 70 s on 2 cores once set-up has
+# Bounds, in seconds: executing one notebook (measured at 70 to 95 s on 2 cores once set-up has
 # run), one of its cells, the HTML export, and Chromium's rendering of it.
 NOTEBOOK_TIMEOUT_S=900
 CELL_TIMEOUT_S=600

@@ -19,7 +19,7 @@ import nbformat
 from nbclient import NotebookClient
 
 KERNEL = "rust"
-# A first build of polars and plotly took 7 to 14 minutes on 2 cores; allow twice that.
+# A first build of polars and plotly took 6 to 14 minutes on 2 cores; allow twice that.
 CELL_TIMEOUT_S = 1800
 
 
