@@ -1,7 +1,7 @@
 """Run the first code cell of each notebook in a fresh Rust kernel, so that evcxr compiles the
 notebooks' dependencies once and keeps them in its cache.
 
-A notebook's first code cell holds its `:dep`, `:opt` and `:cache` lines. evcxr reuses a
+A notebook's first code cell contains its `:dep`, `:opt` and `:cache` lines. evcxr reuses a
 compiled registry crate from its cache ($XDG_CACHE_HOME/evcxr) only when those lines, the crate
 versions and rustc are the same, so the only build that warms a learner's first cell is one
 that runs that very cell; a `cargo build` of the workspace does not.
@@ -32,7 +32,7 @@ def first_code_cells(notebook_dir: pathlib.Path) -> list[tuple[pathlib.Path, str
         if not code:
             continue
         if ":dep" not in code[0]:
-            sys.exit(f"{path}: the first code cell must hold the notebook's :dep lines")
+            sys.exit(f"{path}: the first code cell must contain the notebook's :dep lines")
         cells.append((path, code[0]))
     return cells
 
