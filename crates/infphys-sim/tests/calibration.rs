@@ -391,7 +391,7 @@ fn h100_parameter_search() {
 
 /// Requests/s of the lab's quick sweep (16 requests per level, `max_tokens`
 /// 96, 60 s timeout) against a llama.cpp server with 8 slots and one CPU
-/// thread serving SmolLM2-135M. `infphys lab --quick` measured it on a
+/// thread serving SmolLM2-135M-Instruct in Q4_1. `infphys lab --quick` measured it on a
 /// 2-core machine that other jobs loaded (load average 3 to 4).
 const LLAMA_CPP_SWEEP: [(usize, f64); 5] =
     [(1, 0.954), (2, 0.869), (4, 0.735), (8, 0.934), (16, 0.809)];
@@ -416,9 +416,10 @@ fn llama_cpp_smollm2() -> Physics {
         http_overhead: Duration::from_millis(3),
         max_num_seqs: 8,
         max_batched_tokens: 2048,
-        kv_capacity_tokens: 8 * 4096,
+        // `-c 16384` shared by the 8 slots, so 2048 tokens each.
+        kv_capacity_tokens: 16_384,
         kv_block_tokens: 16,
-        max_model_len: 4096,
+        max_model_len: 2048,
         jitter_sigma: 0.03,
         output_len_median: 105.0,
         output_len_sigma: 0.25,
