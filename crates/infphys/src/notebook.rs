@@ -500,3 +500,37 @@ mod tests {
         }
     }
 }
+
+/// Environment variable naming the folder where measuring cells journal their rows.
+pub const JOURNAL_DIR_ENV: &str = "INFPHYS_JOURNAL_DIR";
+
+/// The journal file of this kernel: `measured-rows/kernel-PID.jsonl` beside the notebook, or
+/// in the folder `INFPHYS_JOURNAL_DIR` names.
+///
+/// An interrupted cell kills the kernel's process and every variable in it; the rows it had
+/// measured are still in this file, and [`crate::journal::read_journal`] loads them. A new
+/// kernel has a new process id, so it starts a new file instead of mixing runs.
+pub fn journal_path() -> std::path::PathBuf {
+    let folder = std::env::var_os(JOURNAL_DIR_ENV)
+        .map_or_else(|| "measured-rows".into(), std::path::PathBuf::from);
+    folder.join(format!("kernel-{}.jsonl", std::process::id()))
+}
+
+/// Builds a client for a measuring cell: [`crate::blocking::client`] with every finished request
+/// appended to [`journal_path`] as it arrives.
+pub fn client(target: &Target) -> crate::Result<crate::Client> {
+    let journal = crate::journal::Journal::open(journal_path())?;
+    Ok(crate::blocking::client(target.clone())?.with_journal(journal))
+}
+
+#[cfg(test)]
+mod journal_tests {
+    use super::*;
+
+    #[test]
+    fn journal_path_is_per_kernel_process() {
+        let path = journal_path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(name, format!("kernel-{}.jsonl", std::process::id()));
+    }
+}
