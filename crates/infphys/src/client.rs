@@ -160,6 +160,23 @@ pub struct Usage {
     pub completion_tokens: Option<u32>,
 }
 
+impl Usage {
+    /// Reads the `usage` object of a response or stream chunk; `None` when it has none.
+    pub(crate) fn from_response(json: &Value) -> Option<Self> {
+        let usage = json.get("usage").filter(|u| u.is_object())?;
+        let count = |key: &str| {
+            usage
+                .get(key)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        Some(Self {
+            prompt_tokens: count("prompt_tokens"),
+            completion_tokens: count("completion_tokens"),
+        })
+    }
+}
+
 /// A successful chat completion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatReply {
@@ -561,16 +578,7 @@ fn parse_reply(
         .unwrap_or("");
     let text = content.trim().to_owned();
 
-    let usage = json.get("usage").filter(|u| u.is_object()).map(|u| Usage {
-        prompt_tokens: u
-            .get("prompt_tokens")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok()),
-        completion_tokens: u
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok()),
-    });
+    let usage = Usage::from_response(&json);
 
     if text.is_empty() {
         return Err(fail(

@@ -111,17 +111,8 @@ impl State {
         if let Some(record) = json.get("infphys").filter(|r| r.is_object()) {
             self.server_timing = Some(record.clone());
         }
-        if let Some(usage) = json.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(Usage {
-                prompt_tokens: usage
-                    .get("prompt_tokens")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok()),
-                completion_tokens: usage
-                    .get("completion_tokens")
-                    .and_then(Value::as_u64)
-                    .and_then(|v| u32::try_from(v).ok()),
-            });
+        if let Some(usage) = Usage::from_response(&json) {
+            self.usage = Some(usage);
         }
 
         let Some(choice) = json
