@@ -1,4 +1,4 @@
-//! What each subcommand does.
+//! The subcommands: each parses nothing, calls the library, and prints or writes its results.
 
 use std::path::Path;
 use std::time::Duration;
@@ -151,7 +151,7 @@ fn prepare_output(out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A clone of `client` that appends every finished request to `out/requests.jsonl` as it
+/// Clones `client` so that it appends every finished request to `out/requests.jsonl` as it
 /// arrives, so an interrupted run keeps its rows.
 fn with_journal(client: &Client, out: &Path) -> Result<Client> {
     let journal = infphys::journal::Journal::create(out.join(JOURNAL_FILE))?;

@@ -21,7 +21,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// The system message of every request, as in the original lab.
 pub const SYSTEM_PROMPT: &str = "You are a helpful assistant.";
 
-/// Why a request failed.
+/// The kind of failure of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// No connection could be made, or the connection broke before the response was complete.
@@ -41,7 +41,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// The name used in the `error_kind` column.
+    /// Returns the name used in the `error_kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
@@ -79,7 +79,7 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// A request with the lab's system message, a temperature of 0 and a 60 s timeout.
+    /// Creates a request with the lab's system message, a temperature of 0 and a 60 s timeout.
     pub fn new(prompt: impl Into<String>, max_tokens: u32) -> Self {
         Self {
             system: SYSTEM_PROMPT.to_owned(),
@@ -110,7 +110,7 @@ impl ChatRequest {
         self
     }
 
-    /// The JSON body sent for this request.
+    /// Builds the JSON body sent for this request.
     pub fn body(&self, model: &str) -> Value {
         let mut body = json!({
             "model": model,
@@ -201,9 +201,10 @@ pub struct ChatReply {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct RequestFailure {
-    /// Why it failed.
+    /// The kind of failure.
     pub kind: ErrorKind,
-    /// What happened, with the URL; never contains the API key.
+    /// A description of the failure with the URL. The API key is replaced by `[API key]` wherever
+    /// the server quoted it.
     pub message: String,
     /// HTTP status code, when a response arrived.
     pub status: Option<u16>,
@@ -271,7 +272,7 @@ impl Client {
         self
     }
 
-    /// The journal rows are appended to, if any.
+    /// Returns the journal rows are appended to, if any.
     pub fn journal(&self) -> Option<&crate::journal::Journal> {
         self.journal.as_deref()
     }
@@ -282,12 +283,12 @@ impl Client {
         self
     }
 
-    /// The retry policy the load generators apply.
+    /// Returns the retry policy the load generators apply.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
     }
 
-    /// The target this client sends to.
+    /// Returns the target this client sends to.
     pub fn target(&self) -> &Target {
         &self.target
     }

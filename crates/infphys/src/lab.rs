@@ -81,7 +81,7 @@ impl LabParams {
         }
     }
 
-    /// The request of the baseline, sweep and overload sections, with `timeout`.
+    /// Builds the request of the baseline, sweep and overload sections, with `timeout`.
     pub fn base_request(&self, timeout: Duration) -> ChatRequest {
         ChatRequest::new(BASE_PROMPT, self.max_tokens)
             .temperature(self.temperature)

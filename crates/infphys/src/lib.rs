@@ -76,5 +76,7 @@ pub use load::{
 pub use progress::Progress;
 pub use target::{ApiKey, Target, TargetKind, TargetSpec, resolve};
 
+#[cfg(feature = "sim")]
+pub use infphys_sim;
 pub use plotly;
 pub use polars;

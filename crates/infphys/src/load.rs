@@ -49,7 +49,7 @@ pub struct RequestRecord {
     /// How late the request was sent after its scheduled time, for open-loop runs. Their
     /// latency and first-token times count from the scheduled time, so they include it.
     pub dispatch_lag: Option<Duration>,
-    /// Why the request failed; `None` when it succeeded.
+    /// The kind of failure; `None` when the request succeeded.
     pub error_kind: Option<ErrorKind>,
     /// The failure's message; `None` when it succeeded.
     pub error_message: Option<String>,
@@ -64,7 +64,7 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// Whether the request succeeded.
+    /// Returns whether the request succeeded.
     pub fn ok(&self) -> bool {
         self.error_kind.is_none()
     }
@@ -366,7 +366,7 @@ pub(crate) async fn run_load_labelled(
     })
 }
 
-/// Where a request's clock starts.
+/// The origin of a request's clock.
 #[derive(Clone, Copy)]
 pub(crate) struct Origin {
     /// When the run started.

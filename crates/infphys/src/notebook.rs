@@ -46,16 +46,23 @@
 //! [`table_bundle`], [`plotly_js_bundle`]) return strings and print nothing; only
 //! [`NotebookDisplay::evcxr_display`] prints.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use plotly::Plot;
-use polars::prelude::DataFrame;
+use plotly::common::{Marker, Mode, Title};
+use plotly::histogram::Bins;
+use plotly::layout::themes::BuiltinTheme;
+use plotly::layout::{Axis, Layout};
+use plotly::{Histogram, Plot, Scatter};
+use polars::prelude::{Column, DataFrame, PolarsResult};
 
 use crate::display::{escape_html, frame_to_html, plotly_js, script_safe_json};
+use crate::frames::column_f64;
 use crate::lab::{Estimate, LabParams};
+use crate::load::LoadRun;
 use crate::target::Target;
 
 /// The MIME type of a plotly figure (`{"data": [...], "layout": {...}}`) in Jupyter.
@@ -316,6 +323,152 @@ fn expected_duration_at(estimate: Estimate, time_scale: f64) -> String {
         "This section should take {estimate} of server time, {wall} here at the simulator's \
          time scale of {time_scale}."
     )
+}
+
+/// Whether `INFPHYS_QUICK` selects quick mode, read as [`lab_params`] reads it: for notebooks
+/// that size their own measurements.
+pub fn quick_mode() -> bool {
+    lab_params() == LabParams::quick()
+}
+
+/// Builds a line chart of each of `y_columns` against `x_column` of `frame`, for the summary
+/// columns that [`crate::charts`] has no builder for (time to first token, goodput, Little's
+/// law). A missing or non-finite value leaves a gap in its line.
+pub fn line_chart(
+    frame: &DataFrame,
+    x_column: &str,
+    y_columns: &[&str],
+    title: &str,
+    y_title: &str,
+) -> PolarsResult<Plot> {
+    let x = column_f64(frame, x_column)?;
+    let mut plot = Plot::new();
+    for &name in y_columns {
+        let (xs, ys) = finite_points(&x, &column_f64(frame, name)?);
+        plot.add_trace(Scatter::new(xs, ys).name(name).mode(Mode::LinesMarkers));
+    }
+    plot.set_layout(xy_layout(title, x_column, y_title));
+    Ok(plot)
+}
+
+/// Builds a scatter chart of `y_column` against `x_column`, one trace of markers per named
+/// frame, such as time to first token against send time for two runs.
+pub fn scatter_chart(
+    frames: &[(&str, &DataFrame)],
+    x_column: &str,
+    y_column: &str,
+    title: &str,
+    y_title: &str,
+) -> PolarsResult<Plot> {
+    let mut plot = Plot::new();
+    for &(name, frame) in frames {
+        let (xs, ys) = finite_points(&column_f64(frame, x_column)?, &column_f64(frame, y_column)?);
+        plot.add_trace(
+            Scatter::new(xs, ys)
+                .name(name)
+                .mode(Mode::Markers)
+                .marker(Marker::new().size(4)),
+        );
+    }
+    plot.set_layout(xy_layout(title, x_column, y_title));
+    Ok(plot)
+}
+
+/// Builds overlaid histograms of `column` over every row of each named frame, failures
+/// included, in bins of `bin_width`: for example attempts per second of `sent_s`, the load a
+/// client puts on the server.
+pub fn count_histogram(
+    frames: &[(&str, &DataFrame)],
+    column: &str,
+    bin_width: f64,
+    title: &str,
+) -> PolarsResult<Plot> {
+    let mut plot = Plot::new();
+    for &(name, frame) in frames {
+        let values: Vec<f64> = column_f64(frame, column)?
+            .into_iter()
+            .filter(|v| v.is_finite())
+            .collect();
+        let end = values.iter().copied().fold(0.0, f64::max) + bin_width;
+        plot.add_trace(
+            Histogram::new(values)
+                .name(name)
+                .opacity(0.6)
+                .x_bins(Bins::new(0.0, end, bin_width)),
+        );
+    }
+    plot.set_layout(
+        xy_layout(title, column, "rows per bin").bar_mode(plotly::layout::BarMode::Overlay),
+    );
+    Ok(plot)
+}
+
+fn xy_layout(title: &str, x_title: &str, y_title: &str) -> Layout {
+    Layout::new()
+        .title(Title::with_text(title))
+        .template(BuiltinTheme::PlotlyWhite.build())
+        .height(420)
+        .x_axis(Axis::new().title(x_title))
+        .y_axis(Axis::new().title(y_title))
+}
+
+fn finite_points(x: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    x.iter()
+        .zip(y)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .map(|(x, y)| (*x, *y))
+        .unzip()
+}
+
+/// Summarizes runs whose client retried, one row per named run: `requests` sent, `attempts` in
+/// all, `attempts_per_request`, `failed_requests` (no attempt succeeded) and their
+/// `request_error_rate`, the `attempt_error_rate` the server returned, and `attempts_per_s`, the
+/// rate of attempts over the run's wall time.
+pub fn retry_frame(runs: &[(&str, &LoadRun)]) -> PolarsResult<DataFrame> {
+    let mut requests = Vec::new();
+    let mut attempts = Vec::new();
+    let mut failed = Vec::new();
+    let mut failed_attempts = Vec::new();
+    let mut wall_s = Vec::new();
+    for (_, run) in runs {
+        let mut succeeded: HashMap<u64, bool> = HashMap::new();
+        for record in &run.records {
+            *succeeded.entry(record.request_id).or_default() |= record.ok();
+        }
+        requests.push(succeeded.len() as u64);
+        attempts.push(run.records.len() as u64);
+        failed.push(succeeded.values().filter(|ok| !**ok).count() as u64);
+        failed_attempts.push(run.records.iter().filter(|r| !r.ok()).count() as u64);
+        wall_s.push(run.wall.as_secs_f64());
+    }
+    let ratio = |a: &[u64], b: &[u64]| -> Vec<f64> {
+        a.iter()
+            .zip(b)
+            .map(|(&a, &b)| if b > 0 { a as f64 / b as f64 } else { f64::NAN })
+            .collect()
+    };
+    let per_second: Vec<f64> = attempts
+        .iter()
+        .zip(&wall_s)
+        .map(|(&n, &s)| if s > 0.0 { n as f64 / s } else { f64::NAN })
+        .collect();
+    DataFrame::new_infer_height(vec![
+        Column::new(
+            "run".into(),
+            runs.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        ),
+        Column::new("requests".into(), requests.clone()),
+        Column::new("attempts".into(), attempts.clone()),
+        Column::new("attempts_per_request".into(), ratio(&attempts, &requests)),
+        Column::new("failed_requests".into(), failed.clone()),
+        Column::new("request_error_rate".into(), ratio(&failed, &requests)),
+        Column::new(
+            "attempt_error_rate".into(),
+            ratio(&failed_attempts, &attempts),
+        ),
+        Column::new("wall_s".into(), wall_s),
+        Column::new("attempts_per_s".into(), per_second),
+    ])
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::error::{Result, invalid};
 use crate::load::{LoadRun, Origin, RequestRecord, Sweep, collect, execute};
 use crate::progress::{Meter, Progress};
 
-/// How arrivals are spaced.
+/// The spacing of arrivals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arrivals {
     /// Evenly spaced, one every 1/rate seconds.
@@ -51,7 +51,7 @@ pub struct OpenLoopSpec {
 }
 
 impl OpenLoopSpec {
-    /// A Poisson schedule at `rate_rps` for at most `max_requests` requests and `duration`,
+    /// Creates a Poisson schedule at `rate_rps` for at most `max_requests` requests and `duration`,
     /// without a cap on requests in flight.
     pub fn poisson(
         rate_rps: f64,
@@ -97,7 +97,7 @@ impl OpenLoopSpec {
         self.request.validate()
     }
 
-    /// The scheduled send times, in server time after the start.
+    /// Computes the scheduled send times, in server time after the start.
     pub fn schedule(&self) -> Vec<Duration> {
         let mut times = Vec::new();
         let mut at = 0.0_f64;

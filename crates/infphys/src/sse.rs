@@ -26,7 +26,7 @@ pub struct Event {
     pub data: String,
 }
 
-/// Why the byte stream cannot be decoded.
+/// An error that stops the byte stream from being decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SseError {
     /// A line grew past [`MAX_LINE_BYTES`] without ending.
@@ -49,7 +49,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder with nothing buffered.
+    /// Creates a decoder with nothing buffered.
     pub fn new() -> Self {
         Self::default()
     }

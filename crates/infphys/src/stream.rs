@@ -15,7 +15,7 @@ use crate::client::{
 use crate::sse::{Decoder, Event, SseError};
 use crate::target::Target;
 
-/// How the inter-token latency of a stream was derived.
+/// The basis of a stream's inter-token latency: tokens or chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ItlBasis {
     /// Per token: the server reported how many tokens it generated in `usage`.
@@ -27,7 +27,7 @@ pub enum ItlBasis {
 }
 
 impl ItlBasis {
-    /// The name used in the `itl_basis` column.
+    /// Returns the name used in the `itl_basis` column.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Token => "token",

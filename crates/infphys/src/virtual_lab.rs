@@ -64,7 +64,7 @@ fn outcomes_frame(outcomes: &[LoopOutcome]) -> Result<DataFrame> {
     ])?)
 }
 
-/// A closed loop of `requests` at `concurrency` against `preset`, in virtual time: one row per
+/// Runs a closed loop of `requests` at `concurrency` against `preset`, in virtual time: one row per
 /// request with its send time, time to first token and latency in virtual seconds.
 pub fn simulate_closed_loop(
     preset_name: &str,
@@ -95,7 +95,7 @@ pub fn simulate_closed_loop(
     ))
 }
 
-/// An open loop against `preset` in virtual time, on `spec`'s schedule (its rate, arrivals,
+/// Runs an open loop against `preset` in virtual time, on `spec`'s schedule (its rate, arrivals,
 /// request count and duration) with its `max_tokens` and `prompt_tokens` of prompt: one row per
 /// request, latency and time to first token counted from the scheduled send.
 pub fn simulate_open_loop(
