@@ -98,11 +98,36 @@ pub struct SimConfig {
     pub replicas: usize,
     /// Policy that spreads requests over the replicas.
     pub routing: Routing,
+    /// Maximum size of a request body in bytes; larger bodies get HTTP 413. 2 MiB by default.
+    pub max_body_bytes: usize,
+    /// Maximum number of open client connections; further connections get HTTP 503 and are
+    /// closed. 16,384 by default. Each connection uses one file descriptor, so the process's
+    /// open-file limit (`ulimit -n`) must be higher.
+    pub max_connections: usize,
+    /// Wall time a client may take to send a request's headers once their first byte has
+    /// arrived; 10 s by default. It stops slow clients that trickle headers to hold a connection.
+    pub header_read_timeout: Duration,
+    /// Wall time a connection may stay open without sending the first byte of a request, both
+    /// after connecting and between keep-alive requests; 5 minutes by default.
+    pub idle_timeout: Duration,
 }
+
+/// Default of [`SimConfig::max_body_bytes`]: 2 MiB, the same as axum's default limit.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// Default of [`SimConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Default of [`SimConfig::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`SimConfig::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl SimConfig {
     /// Creates a configuration with the preset's physics, time scale 1, seed 0,
-    /// 127.0.0.1 on a free port, an unbounded queue, no faults, no stall and one replica.
+    /// 127.0.0.1 on a free port, an unbounded queue, no faults, no stall, one replica, and the
+    /// default connection limits.
     pub fn new(preset: Preset) -> Self {
         SimConfig {
             preset,
@@ -117,6 +142,10 @@ impl SimConfig {
             stall: None,
             replicas: 1,
             routing: Routing::RoundRobin,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
@@ -167,6 +196,27 @@ impl SimConfig {
                 "replicas is {}; set from 1 to {MAX_REPLICAS}",
                 self.replicas
             ));
+        }
+        if self.max_body_bytes == 0 {
+            return invalid(
+                "max_body_bytes is 0, which would reject every request body; set at least 1 (the default is 2 MiB)"
+                    .into(),
+            );
+        }
+        if self.max_connections == 0 {
+            return invalid(
+                "max_connections is 0, which would reject every connection; set at least 1".into(),
+            );
+        }
+        for (name, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(format!(
+                    "{name} is 0, which would close every connection at once; set a duration greater than 0"
+                ));
+            }
         }
         if let Some(stall) = self.stall
             && (stall.length.is_zero() || stall.length >= stall.every)
@@ -274,6 +324,44 @@ mod tests {
             .with_stall(10 * second, second)
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn validate_rejects_zero_connection_limits() {
+        let cases = [
+            (
+                "max_body_bytes",
+                SimConfig {
+                    max_body_bytes: 0,
+                    ..SimConfig::default()
+                },
+            ),
+            (
+                "max_connections",
+                SimConfig {
+                    max_connections: 0,
+                    ..SimConfig::default()
+                },
+            ),
+            (
+                "header_read_timeout",
+                SimConfig {
+                    header_read_timeout: Duration::ZERO,
+                    ..SimConfig::default()
+                },
+            ),
+            (
+                "idle_timeout",
+                SimConfig {
+                    idle_timeout: Duration::ZERO,
+                    ..SimConfig::default()
+                },
+            ),
+        ];
+        for (name, config) in cases {
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.contains(name), "{message}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +39,7 @@ pub(crate) struct AppState {
 
 /// Builds the routes of the simulated server.
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.config.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
@@ -47,6 +48,7 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
@@ -57,6 +59,8 @@ pub(crate) struct ApiError {
     message: String,
     kind: &'static str,
     param: Option<&'static str>,
+    /// Value of the `code` field; `None` sends `null`.
+    code: Option<u16>,
 }
 
 impl ApiError {
@@ -66,6 +70,7 @@ impl ApiError {
             message: message.into(),
             kind: "invalid_request_error",
             param,
+            code: None,
         }
     }
 
@@ -75,8 +80,28 @@ impl ApiError {
             message: message.into(),
             kind: "server_error",
             param: None,
+            code: None,
         }
     }
+
+    fn body_too_large(max_body_bytes: usize) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: body_too_large_message(max_body_bytes),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(StatusCode::PAYLOAD_TOO_LARGE.as_u16()),
+        }
+    }
+}
+
+/// Message of the HTTP 413 response to a request body over `max_body_bytes`.
+fn body_too_large_message(max_body_bytes: usize) -> String {
+    format!(
+        "The request body is larger than the simulator's limit of {max_body_bytes} bytes. \
+         Send a smaller body, or restart the simulator with a higher limit: \
+         `infphys sim --max-body-bytes N` or `SimConfig::max_body_bytes`."
+    )
 }
 
 impl IntoResponse for ApiError {
@@ -87,7 +112,7 @@ impl IntoResponse for ApiError {
                 "message": self.message,
                 "type": self.kind,
                 "param": self.param,
-                "code": null,
+                "code": self.code,
             }
         });
         (self.status, Json(body)).into_response()
@@ -95,19 +120,31 @@ impl IntoResponse for ApiError {
 }
 
 /// JSON body extractor whose rejections are [`ApiError`]s instead of axum's plain text.
+///
+/// A body over [`SimConfig::max_body_bytes`], which [`routes`] sets as axum's body limit,
+/// gets HTTP 413 with a message that names the limit.
 pub(crate) struct JsonBody(Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<Arc<AppState>> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(
+        request: Request,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(request, state)
             .await
-            .map_err(|rejection| ApiError {
-                status: rejection.status(),
-                message: format!("Failed to read the request body: {}", rejection.body_text()),
-                kind: "invalid_request_error",
-                param: None,
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return ApiError::body_too_large(state.config.max_body_bytes);
+                }
+                ApiError {
+                    status: rejection.status(),
+                    message: format!("Failed to read the request body: {}", rejection.body_text()),
+                    kind: "invalid_request_error",
+                    param: None,
+                    code: None,
+                }
             })?;
         let value = serde_json::from_slice(&bytes).map_err(|error| {
             ApiError::invalid_request(
@@ -1034,6 +1071,7 @@ async fn not_found(request: Request) -> ApiError {
         ),
         kind: "invalid_request_error",
         param: None,
+        code: None,
     }
 }
 
@@ -1047,6 +1085,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
         ),
         kind: "invalid_request_error",
         param: None,
+        code: None,
     }
 }
 

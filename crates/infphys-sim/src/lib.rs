@@ -22,6 +22,10 @@
 //!   a `std::sync::mpsc` channel and receive events over tokio channels.
 //! - `http`: the axum handlers, request validation and OpenAI-shaped errors.
 //! - `server`: [`router`], [`serve`] and [`spawn`].
+//! - `connections`: the accept loop of [`serve`] and [`spawn`], with the
+//!   connection cap ([`SimConfig::max_connections`]), the header-read and idle
+//!   timeouts, and graceful shutdown.
+//! - `fd_limit`: the process's open-file limit, which caps the connections.
 //!
 //! # Endpoints
 //!
@@ -102,10 +106,12 @@
 #![deny(missing_docs)]
 
 mod config;
+mod connections;
 mod driver;
 #[doc(hidden)]
 pub mod engine;
 mod faults;
+mod fd_limit;
 mod http;
 mod metrics;
 pub mod preset;
@@ -114,14 +120,21 @@ mod replicas;
 mod server;
 mod text;
 
-pub use config::{Routing, SimConfig, SimError, Stall};
+pub use config::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, Routing, SimConfig, SimError, Stall,
+};
 pub use faults::Faults;
+pub use fd_limit::{
+    FD_MARGIN, OpenFileLimit, fd_limit_warning, open_file_limit, raise_open_file_limit,
+};
 pub use preset::{Physics, Preset};
 pub use server::{SimHandle, router, serve, spawn};
 
 /// Parses and validates a chat-completion request body as `POST /v1/chat/completions` does
 /// with the default configuration, without a server: for fuzz targets and tests. Returns the
-/// rejection, with the message the server would send, in its `Debug` form. The server's 2 MB body limit is not applied here.
+/// rejection, with the message the server would send, in its `Debug` form. The server's body limit,
+/// [`SimConfig::max_body_bytes`], is not applied here.
 #[doc(hidden)]
 pub fn parse_request_for_fuzzing(body: &[u8]) -> Result<(), String> {
     let value: serde_json::Value = serde_json::from_slice(body)

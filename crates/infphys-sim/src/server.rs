@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::sync::oneshot;
 
 use crate::config::{SimConfig, SimError};
+use crate::connections::{ConnectionLimits, serve_connections};
 use crate::driver;
 use crate::engine::Engine;
+use crate::fd_limit::warn_if_fd_limit_low;
 use crate::http::{self, AppState};
 use crate::metrics::LatencyMetrics;
 use crate::replicas::Replicas;
@@ -24,7 +25,9 @@ use crate::replicas::Replicas;
 /// Use this to serve the simulator in-process, for example with
 /// `axum::serve` on a `TcpListener` bound to 127.0.0.1:0. Set `TCP_NODELAY`
 /// on the accepted connections, as [`serve`] and [`spawn`] do, or streamed
-/// tokens can wait for the client's delayed ACK and arrive in bursts.
+/// tokens can wait for the client's delayed ACK and arrive in bursts. The
+/// router applies [`SimConfig::max_body_bytes`], but the connection cap and
+/// timeouts apply only under [`serve`] and [`spawn`].
 ///
 /// The handlers must run on a tokio runtime.
 ///
@@ -70,8 +73,10 @@ fn start_engines(config: &SimConfig) -> Result<Arc<AppState>, SimError> {
 
 /// Serves the simulator on `listener` until `shutdown` completes.
 ///
-/// Shutdown is graceful: the server stops accepting connections and waits
-/// for in-flight requests to finish. While serving, it logs the load once a
+/// Shutdown is graceful: the server stops accepting connections, closes idle
+/// ones and waits for in-flight requests to finish. The connection limits of
+/// [`SimConfig`] apply, and a warning is logged when the process's open-file
+/// limit is too low for [`SimConfig::max_connections`]. While serving, it logs the load once a
 /// minute of wall time at the info level, for an instructor watching a class.
 pub async fn serve(
     config: SimConfig,
@@ -85,15 +90,15 @@ pub async fn serve(
         log_start(&config, addr);
     }
     let load_logger = tokio::spawn(log_load(state, LOAD_LOG_INTERVAL));
-    let result = axum::serve(listener.tap_io(set_nodelay), app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_connections(
+        listener,
+        app,
+        ConnectionLimits::from_config(&config),
+        shutdown,
+    )
+    .await;
     // The logger keeps a reference to the engines, so it must stop for their threads to end.
     load_logger.abort();
-    result.map_err(|source| SimError::Io {
-        action: "serve HTTP connections",
-        source,
-    })?;
     tracing::info!("simulated inference server stopped");
     Ok(())
 }
@@ -256,12 +261,9 @@ fn run_server_thread(
         let _ = ready.send(Ok(()));
 
         // Stop immediately on shutdown: dropping the runtime below cancels in-flight requests.
+        let limits = ConnectionLimits::from_config(&config);
         tokio::select! {
-            result = axum::serve(listener.tap_io(set_nodelay), app).into_future() => {
-                if let Err(error) = result {
-                    tracing::error!(%error, "simulated inference server failed");
-                }
-            }
+            () = serve_connections(listener, app, limits, std::future::pending()) => {}
             _ = shutdown => {}
         }
     });
@@ -269,26 +271,34 @@ fn run_server_thread(
     tracing::info!("simulated inference server stopped");
 }
 
-/// Disables Nagle's algorithm on an accepted connection.
-///
-/// With Nagle on, a token chunk written while the previous one is still
-/// unacknowledged waits for the client's delayed ACK (up to 40 ms on Linux),
-/// so streamed tokens would arrive in bursts instead of at their times.
-fn set_nodelay(stream: &mut tokio::net::TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::warn!(%error, "failed to set TCP_NODELAY on an accepted connection");
-    }
-}
-
+/// Logs the start, with warnings for a non-loopback address and a low open-file limit.
 fn log_start(config: &SimConfig, addr: SocketAddr) {
+    if let Some(warning) = exposure_warning(addr) {
+        tracing::warn!("{warning}");
+    }
+    warn_if_fd_limit_low(config.max_connections);
     tracing::info!(
         %addr,
         preset = config.preset.name(),
         time_scale = config.time_scale,
         seed = config.seed,
         model = %config.model,
+        max_connections = config.max_connections,
+        max_body_bytes = config.max_body_bytes,
+        idle_timeout_s = config.idle_timeout.as_secs_f64(),
         "simulated inference server listening"
     );
+}
+
+/// Returns a warning when `addr` accepts connections from other machines.
+pub(crate) fn exposure_warning(addr: SocketAddr) -> Option<String> {
+    if addr.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "the simulator listens on {addr}, which other machines can reach; \
+         bind 127.0.0.1 (--host 127.0.0.1, the default) to keep it local"
+    ))
 }
 
 /// Running server started by [`spawn`]; dropping it stops the server.
@@ -372,6 +382,19 @@ mod tests {
             report.completed, 0,
             "nothing finished since the last report"
         );
+    }
+
+    #[test]
+    fn exposure_warning_only_off_loopback() {
+        let loopback: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let loopback_v6: SocketAddr = "[::1]:8000".parse().unwrap();
+        assert_eq!(exposure_warning(loopback), None);
+        assert_eq!(exposure_warning(loopback_v6), None);
+
+        let any: SocketAddr = "0.0.0.0:8000".parse().unwrap();
+        let warning = exposure_warning(any).unwrap();
+        assert!(warning.contains("0.0.0.0:8000"), "{warning}");
+        assert!(warning.contains("--host 127.0.0.1"), "{warning}");
     }
 
     #[tokio::test]

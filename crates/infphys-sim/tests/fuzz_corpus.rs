@@ -119,5 +119,6 @@ async fn oversized_body_gets_413() {
     assert_eq!(response.status().as_u16(), 413);
     let json: serde_json::Value = response.json().await.unwrap();
     let message = json["error"]["message"].as_str().unwrap();
-    assert!(message.contains("length limit exceeded"), "{message}");
+    assert!(message.contains("--max-body-bytes"), "{message}");
+    assert_eq!(json["error"]["code"], 413);
 }

@@ -1,0 +1,337 @@
+//! Connection guard rails of the served simulator: the body limit, the header-read and idle
+//! timeouts, the connection cap and many idle keep-alive connections. Every server binds
+//! 127.0.0.1 on a free port.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use infphys_sim::{Preset, SimConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Upper bound on any single wait in these tests; generous for a loaded 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+const HEALTH_REQUEST: &[u8] = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+
+fn loopback_config() -> SimConfig {
+    let config = SimConfig {
+        time_scale: 100.0,
+        ..SimConfig::new(Preset::Classroom)
+    };
+    assert!(config.host.is_loopback(), "tests bind loopback only");
+    config
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` body; returns its status and body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String) {
+    let mut received = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        if let Some(end) = find(&received, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_string();
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().unwrap())
+                })
+                .expect("the response has a content-length");
+            if received.len() >= end + 4 + length {
+                let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                let body = String::from_utf8_lossy(&received[end + 4..end + 4 + length]);
+                return (status, body.to_string());
+            }
+        }
+        let read = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+            .await
+            .expect("the response arrives in time")
+            .expect("reading the response succeeds");
+        assert!(read > 0, "the server closed the connection mid-response");
+        received.extend_from_slice(&chunk[..read]);
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Sends `GET /health` on `stream` and returns the response status.
+async fn health(stream: &mut TcpStream) -> u16 {
+    stream.write_all(HEALTH_REQUEST).await.unwrap();
+    read_response(stream).await.0
+}
+
+/// Waits until the server closes `stream`, discarding anything it sends. Returns the wall
+/// time that took, or `None` when the connection is still open after `limit`.
+async fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut chunk = [0; 1024];
+    loop {
+        let remaining = limit.checked_sub(start.elapsed())?;
+        match tokio::time::timeout(remaining, stream.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> TcpStream {
+    tokio::time::timeout(PATIENCE, TcpStream::connect(addr))
+        .await
+        .expect("connecting takes less than the patience bound")
+        .expect("connecting to the simulator succeeds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_gets_openai_413() {
+    let config = SimConfig {
+        max_body_bytes: 1000,
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", server.base_url());
+    let body_of_length = |length: usize| {
+        let frame = r#"{"max_tokens":1,"messages":[{"role":"user","content":""}]}"#;
+        let content = "a".repeat(length - frame.len());
+        format!(r#"{{"max_tokens":1,"messages":[{{"role":"user","content":"{content}"}}]}}"#)
+    };
+
+    let fits = body_of_length(1000);
+    assert_eq!(fits.len(), 1000);
+    let response = client.post(&url).body(fits).send().await.unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "a body at the limit is accepted"
+    );
+
+    let too_large = body_of_length(1001);
+    let response = client.post(&url).body(too_large).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let json: serde_json::Value = response.json().await.unwrap();
+    let error = &json["error"];
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("limit of 1000 bytes"), "{message}");
+    assert!(message.contains("--max-body-bytes"), "{message}");
+    assert_eq!(error["type"], "invalid_request_error");
+    assert_eq!(error["param"], serde_json::Value::Null);
+    assert_eq!(error["code"], 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_is_cut_off() {
+    let config = SimConfig {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(60),
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let mut stream = connect(server.addr()).await;
+
+    // Trickle the header one byte every 50 ms, as a slowloris client does, for at most 10 s.
+    let header = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-padding: ";
+    stream.write_all(header).await.unwrap();
+    let start = Instant::now();
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        if stream.write_all(b"a").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut byte = [0; 1];
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    assert!(closed, "the server kept a trickling client for {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed after {elapsed:?}, before the 500 ms header read timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connection_is_closed() {
+    let config = SimConfig {
+        idle_timeout: Duration::from_millis(500),
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+
+    let mut after_request = connect(server.addr()).await;
+    assert_eq!(health(&mut after_request).await, 200);
+    let elapsed = time_until_closed(&mut after_request, Duration::from_secs(10))
+        .await
+        .expect("the idle keep-alive connection is closed within 10 s");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed after {elapsed:?}"
+    );
+
+    let mut never_sent = connect(server.addr()).await;
+    let elapsed = time_until_closed(&mut never_sent, Duration::from_secs(10))
+        .await
+        .expect("a connection that never sends is closed within 10 s");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "closed after {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_time_does_not_count_as_header_time() {
+    let config = SimConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(60),
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let mut stream = connect(server.addr()).await;
+    assert_eq!(health(&mut stream).await, 200);
+
+    // Idle for three header read timeouts between keep-alive requests.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        health(&mut stream).await,
+        200,
+        "the keep-alive connection survives idle time longer than the header read timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_rejects_with_503() {
+    let config = SimConfig {
+        max_connections: 3,
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+
+    let mut open_connections = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect(server.addr()).await;
+        assert_eq!(health(&mut stream).await, 200);
+        open_connections.push(stream);
+    }
+
+    let mut rejected = connect(server.addr()).await;
+    rejected.write_all(HEALTH_REQUEST).await.unwrap();
+    let (status, body) = read_response(&mut rejected).await;
+    assert_eq!(status, 503);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("3 open connections"), "{message}");
+    assert!(message.contains("--max-connections"), "{message}");
+    assert_eq!(json["error"]["type"], "server_error");
+    assert_eq!(json["error"]["code"], 503);
+    assert!(
+        time_until_closed(&mut rejected, PATIENCE).await.is_some(),
+        "the server closes a rejected connection"
+    );
+
+    // Closing one open connection frees a place for a new one.
+    drop(open_connections.pop());
+    let start = Instant::now();
+    loop {
+        let mut stream = connect(server.addr()).await;
+        if health(&mut stream).await == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no place freed after closing a connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens `count` connections, sends one request on each and keeps them idle for longer than
+/// the header read timeout. Then checks that a new request is served within 5 s and that
+/// the idle connections still serve requests.
+async fn many_idle_connections_leave_server_responsive(count: usize) {
+    let required_fds = 2 * count as u64 + 2 * infphys_sim::FD_MARGIN;
+    let limit = infphys_sim::raise_open_file_limit(required_fds).unwrap();
+    if limit.soft < required_fds {
+        eprintln!(
+            "skipped: {count} connections need {required_fds} file descriptors in this process \
+             (client and server ends), but the hard open-file limit is {}; \
+             raise it with `ulimit -Hn` as root",
+            limit.hard
+        );
+        return;
+    }
+
+    let config = SimConfig {
+        header_read_timeout: Duration::from_secs(1),
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let addr = server.addr();
+
+    let start = Instant::now();
+    let mut connections = Vec::with_capacity(count);
+    let mut opening = tokio::task::JoinSet::new();
+    const PARALLEL_OPENS: usize = 64;
+    for _ in 0..count {
+        if opening.len() >= PARALLEL_OPENS {
+            connections.push(opening.join_next().await.unwrap().unwrap());
+        }
+        opening.spawn(async move {
+            let mut stream = connect(addr).await;
+            assert_eq!(health(&mut stream).await, 200);
+            stream
+        });
+    }
+    while let Some(stream) = opening.join_next().await {
+        connections.push(stream.unwrap());
+    }
+    let opened_in = start.elapsed();
+    assert_eq!(connections.len(), count);
+
+    // Idle past the 1 s header read timeout, which must not close keep-alive connections.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let sent = Instant::now();
+    let response = reqwest::Client::new()
+        .get(format!("{}/health", server.base_url()))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .unwrap();
+    let latency = sent.elapsed();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        latency < Duration::from_secs(5),
+        "a new request took {latency:?} with {count} idle connections open"
+    );
+
+    let step = (count / 10).max(1);
+    for stream in connections.iter_mut().step_by(step) {
+        assert_eq!(health(stream).await, 200, "an idle connection still serves");
+    }
+    eprintln!(
+        "{count} idle keep-alive connections: opened in {opened_in:?}, \
+         a new request took {latency:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_idle_connections_keep_serving() {
+    many_idle_connections_leave_server_responsive(1000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opens 10,000 connections; run with --ignored"]
+async fn ten_thousand_idle_connections_keep_serving() {
+    many_idle_connections_leave_server_responsive(10_000).await;
+}
