@@ -132,6 +132,21 @@ pub struct SimArgs {
     /// Length of each engine pause; needs --stall-every.
     #[arg(long, value_parser = parse_duration, requires = "stall_every")]
     pub stall_length: Option<Duration>,
+
+    /// Maximum open client connections; further ones get HTTP 503. Each uses one file
+    /// descriptor, so the open-file limit (`ulimit -n`) must be higher.
+    #[arg(long, default_value_t = infphys_sim::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
+
+    /// Maximum request body size in bytes; larger bodies get HTTP 413.
+    #[arg(long, default_value_t = infphys_sim::DEFAULT_MAX_BODY_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_body_bytes: usize,
+
+    /// Wall time a connection may stay open without starting a request, such as 300s or 5m.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 /// How the simulator spreads requests over replicas.
@@ -414,6 +429,47 @@ mod tests {
             );
         }
         assert_eq!(parse_rate("2.5"), Ok(2.5));
+    }
+
+    #[test]
+    fn sim_connection_flags() {
+        use clap::Parser;
+
+        let cli = Cli::try_parse_from([
+            "infphys",
+            "sim",
+            "--max-connections",
+            "5",
+            "--max-body-bytes",
+            "100",
+            "--idle-timeout",
+            "2m",
+        ])
+        .unwrap();
+        let Command::Sim(sim) = cli.command else {
+            panic!("expected the sim subcommand");
+        };
+        assert_eq!(sim.max_connections, 5);
+        assert_eq!(sim.max_body_bytes, 100);
+        assert_eq!(sim.idle_timeout, Duration::from_secs(120));
+
+        let Command::Sim(defaults) = Cli::try_parse_from(["infphys", "sim"]).unwrap().command
+        else {
+            panic!("expected the sim subcommand");
+        };
+        assert_eq!(
+            defaults.max_connections,
+            infphys_sim::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(defaults.max_body_bytes, infphys_sim::DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(defaults.idle_timeout, infphys_sim::DEFAULT_IDLE_TIMEOUT);
+
+        for zero in ["--max-connections", "--max-body-bytes"] {
+            assert!(
+                Cli::try_parse_from(["infphys", "sim", zero, "0"]).is_err(),
+                "{zero} 0 is rejected"
+            );
+        }
     }
 
     #[test]

@@ -92,6 +92,9 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
     config.port = sim.port;
     config.model = spec.model.clone();
     config.max_queue = sim.max_queue;
+    config.max_connections = sim.max_connections;
+    config.max_body_bytes = sim.max_body_bytes;
+    config.idle_timeout = sim.idle_timeout;
     let routing = match sim.routing {
         RoutingArg::RoundRobin => infphys_sim::Routing::RoundRobin,
         RoutingArg::LeastLoaded => infphys_sim::Routing::LeastLoaded,
@@ -107,6 +110,7 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
         config = config.with_stall(every, length);
     }
     config.validate()?;
+    raise_open_file_limit(config.max_connections);
 
     let address = std::net::SocketAddr::new(sim.host, sim.port);
     let listener = tokio::net::TcpListener::bind(address)
@@ -115,9 +119,6 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
             format!("failed to bind {address}; pick another port with --port, or 0 for a free one")
         })?;
     let bound = listener.local_addr()?;
-    if !sim.host.is_loopback() {
-        tracing::warn!(%bound, "the simulator is reachable from the network");
-    }
     tracing::info!(%bound, preset = preset.name(), time_scale = config.time_scale, "simulator listening");
     eprintln!(
         "Simulator ({preset}) serving on http://{bound}; use it with:\n  export NIM_BASE_URL=http://{bound}"
@@ -129,6 +130,29 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
     infphys_sim::serve(config, listener, shutdown).await?;
     tracing::info!("simulator stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit up to the hard limit, so `max_connections` connections
+/// fit, and logs the change. `infphys_sim::serve` warns when the limit stays too low.
+fn raise_open_file_limit(max_connections: usize) {
+    let Ok(before) = infphys_sim::open_file_limit() else {
+        return;
+    };
+    let requested = max_connections as u64 + infphys_sim::FD_MARGIN;
+    match infphys_sim::raise_open_file_limit(requested) {
+        Ok(after) if after.soft > before.soft => {
+            tracing::info!(
+                from = before.soft,
+                to = after.soft,
+                hard_limit = after.hard,
+                "raised the soft open-file limit (RLIMIT_NOFILE) for up to {max_connections} connections"
+            );
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(%error, soft_limit = before.soft, "failed to raise the open-file limit");
+        }
+    }
 }
 
 /// Creates the output folder up front, so a run never measures for minutes and then fails to

@@ -94,7 +94,8 @@ pub fn fd_limit_warning(limit: OpenFileLimit, max_connections: usize) -> Option<
         "the open-file limit (RLIMIT_NOFILE) is {soft} (hard limit {hard}), so the simulator \
          can hold only about {usable} connections, fewer than max_connections {max_connections}; \
          past it, new connections wait unaccepted. Raise the limit with `ulimit -n 65536` in the \
-         shell that starts the simulator, or lower --max-connections",
+         shell that starts the simulator (past the hard limit this needs root), or lower \
+         --max-connections",
         soft = limit.soft,
         hard = display_limit(limit.hard),
     ))

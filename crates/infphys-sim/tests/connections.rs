@@ -255,29 +255,99 @@ async fn connection_cap_rejects_with_503() {
     }
 }
 
-/// Opens `count` connections, sends one request on each and keeps them idle for longer than
-/// the header read timeout. Then checks that a new request is served within 5 s and that
-/// the idle connections still serve requests.
+/// Environment variable that makes [`server_process_for_connection_tests`] run a server.
+const SERVER_PROCESS_VARIABLE: &str = "INFPHYS_CONNECTION_TEST_SERVER";
+
+/// Header read timeout of the server process; the idle connections outlast it.
+const SERVER_PROCESS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Simulator in a child process, so the server's and the client's ends of the connections
+/// count against two open-file limits. The child is this test binary, running
+/// [`server_process_for_connection_tests`], and it stops when its standard input closes.
+struct ServerProcess {
+    child: std::process::Child,
+    /// Rest of the child's standard output, kept open so its last lines do not fail to write.
+    _stdout: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    fn start() -> Self {
+        use std::io::BufRead;
+
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "server_process_for_connection_tests",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(SERVER_PROCESS_VARIABLE, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the test binary starts as a server process");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = stdout
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("listening on ")?.trim().parse().ok())
+            .expect("the server process prints its address");
+        ServerProcess {
+            child,
+            _stdout: stdout,
+            addr,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves the simulator for [`ServerProcess`] until standard input closes; does nothing
+/// when run on its own.
+#[test]
+#[ignore = "the server half of the many-connection tests, which start it themselves"]
+fn server_process_for_connection_tests() {
+    if std::env::var_os(SERVER_PROCESS_VARIABLE).is_none() {
+        return;
+    }
+    let limit = infphys_sim::open_file_limit().unwrap();
+    infphys_sim::raise_open_file_limit(limit.hard).unwrap();
+    let config = SimConfig {
+        header_read_timeout: SERVER_PROCESS_HEADER_READ_TIMEOUT,
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    println!("listening on {}", server.addr());
+
+    let mut discarded = String::new();
+    while std::io::stdin().read_line(&mut discarded).unwrap_or(0) > 0 {}
+}
+
+/// Opens `count` connections to a server process, sends one request on each and keeps them
+/// idle for longer than the header read timeout. Then checks that a new request is served
+/// within 5 s and that the idle connections still serve requests.
 async fn many_idle_connections_leave_server_responsive(count: usize) {
-    let required_fds = 2 * count as u64 + 2 * infphys_sim::FD_MARGIN;
-    let limit = infphys_sim::raise_open_file_limit(required_fds).unwrap();
+    // Each process has one end of every connection open.
+    let required_fds = count as u64 + infphys_sim::FD_MARGIN;
+    // Raise to the hard limit, because the tests of this binary run in parallel in one process.
+    let limit = infphys_sim::raise_open_file_limit(u64::MAX).unwrap();
     if limit.soft < required_fds {
         eprintln!(
-            "skipped: {count} connections need {required_fds} file descriptors in this process \
-             (client and server ends), but the hard open-file limit is {}; \
-             raise it with `ulimit -Hn` as root",
+            "skipped: {count} connections need {required_fds} file descriptors in each of the \
+             client and server processes, but the hard open-file limit is {}; \
+             raise it with `ulimit -Hn {required_fds}` as root",
             limit.hard
         );
         return;
     }
-
-    let config = SimConfig {
-        header_read_timeout: Duration::from_secs(1),
-        ..loopback_config()
-    };
-    let server = infphys_sim::spawn(config).unwrap();
-    let addr = server.addr();
-
+    let server = ServerProcess::start();
+    let addr = server.addr;
     let start = Instant::now();
     let mut connections = Vec::with_capacity(count);
     let mut opening = tokio::task::JoinSet::new();
@@ -298,12 +368,12 @@ async fn many_idle_connections_leave_server_responsive(count: usize) {
     let opened_in = start.elapsed();
     assert_eq!(connections.len(), count);
 
-    // Idle past the 1 s header read timeout, which must not close keep-alive connections.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Idle past the header read timeout, which must not close keep-alive connections.
+    tokio::time::sleep(SERVER_PROCESS_HEADER_READ_TIMEOUT + Duration::from_millis(500)).await;
 
     let sent = Instant::now();
     let response = reqwest::Client::new()
-        .get(format!("{}/health", server.base_url()))
+        .get(format!("http://{addr}/health"))
         .timeout(PATIENCE)
         .send()
         .await
@@ -331,7 +401,6 @@ async fn thousand_idle_connections_keep_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "opens 10,000 connections; run with --ignored"]
 async fn ten_thousand_idle_connections_keep_serving() {
     many_idle_connections_leave_server_responsive(10_000).await;
 }
