@@ -82,13 +82,16 @@ async fn classroom_sweep_saturates() {
     );
 
     // Little's law: with every worker always busy, throughput x mean latency is the concurrency.
-    // Levels up to 4 have no queue, so the ramp-down at the end of the run stays small.
+    // Levels up to 4 have no queue, so the ramp-down at the end of the run stays small. The
+    // bound is 10% because the client's own gap between a response and the next send is
+    // magnified 50 times here and grows on a loaded machine; the library's test checks 5% in
+    // each run's steady window.
     for level in &levels[..3] {
         let in_flight = level.throughput() * level.mean().as_secs_f64();
         let relative_error =
             (in_flight - level.concurrency as f64).abs() / level.concurrency as f64;
         assert!(
-            relative_error < 0.05,
+            relative_error < 0.10,
             "throughput x mean latency is {in_flight:.3} at concurrency {}",
             level.concurrency
         );
