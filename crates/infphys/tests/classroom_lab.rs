@@ -1,8 +1,9 @@
 //! The lab's sweep and overload sections on the classroom preset, with the lab's own parameters,
 //! show the lesson they are meant to teach.
 //!
-//! This is its own test binary so that nothing else competes for the CPU while it runs: at a
-//! time scale of 20 the overload's 5 s timeout is 250 ms of wall time.
+//! This is its own test binary so that nothing else competes for the CPU while it runs. The
+//! sweep runs at a time scale of 20; the overload runs at 10, where the 5 s timeout is 500 ms of
+//! wall time and the 3 s replies at concurrency 4 keep 200 ms of margin on a busy machine.
 
 use infphys::target::SimOptions;
 use infphys::{Client, LabParams, LoadSummary, Progress, Target};
@@ -54,6 +55,12 @@ async fn classroom_lab_shows_knee_and_overload() {
         "no p95 cliff: {p95_sixteen:?} at 16 vs {p95_one:?} at 1"
     );
 
+    let options = SimOptions {
+        time_scale: 10.0,
+        ..SimOptions::default()
+    };
+    let client =
+        Client::new(Target::simulator(&options, "meta/llama-3.1-8b-instruct").unwrap()).unwrap();
     let overload = infphys::sweep(
         &client,
         &params.overload_levels,
