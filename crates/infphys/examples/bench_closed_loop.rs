@@ -7,6 +7,10 @@
 //! (VmHWM from /proc/self/status). CPU time and the percentiles leave out the warm-up requests,
 //! but peak RSS includes them. It needs Linux for /proc.
 //!
+//! With `--stream` each request is `ChatRequest::streaming()`, and its latency in the line is the
+//! time until the stream closed, the full response as other load generators time it, rather than
+//! infphys's own end-to-end latency, which stops at the last token.
+//!
 //! ```text
 //! cargo run --release --example bench_closed_loop -- --url http://127.0.0.1:41234 \
 //!     --concurrency 256 --requests 2048
@@ -22,6 +26,7 @@ use serde_json::json;
 const USAGE: &str = "\
 Usage: bench_closed_loop --url URL [--concurrency N] [--requests N] [--timeout-s S]
                          [--warmup N] [--clock-ticks HZ] [--workers N] [--records PATH]
+                         [--stream]
 
   --url URL          base URL of the server, such as http://127.0.0.1:41234
   --concurrency N    maximum requests in flight (default 1)
@@ -32,7 +37,8 @@ Usage: bench_closed_loop --url URL [--concurrency N] [--requests N] [--timeout-s
   --clock-ticks HZ   clock ticks per second of /proc/self/stat, from `getconf CLK_TCK` (default 100)
   --workers N        tokio worker threads (default: one per CPU)
   --records PATH     also write one CSV row per request: id, scheduled, sent and latency in
-                     seconds, and the error kind (empty when it succeeded)";
+                     seconds, and the error kind (empty when it succeeded)
+  --stream           send streaming requests and time each until its stream closes";
 
 struct Options {
     url: String,
@@ -43,6 +49,7 @@ struct Options {
     clock_ticks: u64,
     workers: Option<usize>,
     records: Option<String>,
+    stream: bool,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -56,6 +63,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         clock_ticks: 100,
         workers: None,
         records: None,
+        stream: false,
     };
 
     let mut args = args.iter();
@@ -75,6 +83,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--clock-ticks" => options.clock_ticks = parse_number(flag, value()?)?,
             "--workers" => options.workers = Some(parse_number(flag, value()?)?),
             "--records" => options.records = Some(value()?.clone()),
+            "--stream" => options.stream = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -145,10 +154,14 @@ async fn measure(options: &Options) -> Result<serde_json::Value, String> {
     let target = Target::server(&options.url, "/v1/chat/completions", "fixed-delay", None)
         .map_err(|e| e.to_string())?;
     let client = Client::new(target).map_err(|e| e.to_string())?;
+    let mut request = ChatRequest::new("Say ok.", 8).timeout(options.timeout);
+    if options.stream {
+        request = request.streaming();
+    }
     let spec = LoadSpec {
         total_requests: options.requests,
         concurrency: options.concurrency,
-        request: ChatRequest::new("Say ok.", 8).timeout(options.timeout),
+        request,
     };
 
     if options.warmup > 0 {
@@ -175,13 +188,14 @@ async fn measure(options: &Options) -> Result<serde_json::Value, String> {
         .records
         .iter()
         .filter(|record| record.ok())
-        .map(|record| record.latency.as_secs_f64())
+        .map(|record| record.close.unwrap_or(record.latency).as_secs_f64())
         .collect();
     let ok = latencies.len();
     let wall_s = run.wall.as_secs_f64();
     let sample_error = run.summary().sample_error;
     Ok(json!({
         "tool": "infphys",
+        "stream": options.stream,
         "concurrency": options.concurrency,
         "requests": options.requests,
         "ok": ok,
