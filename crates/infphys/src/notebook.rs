@@ -325,8 +325,8 @@ fn expected_duration_at(estimate: Estimate, time_scale: f64) -> String {
     )
 }
 
-/// Whether `INFPHYS_QUICK` selects quick mode, read as [`lab_params`] reads it: for notebooks
-/// that size their own measurements.
+/// Returns whether `INFPHYS_QUICK` selects quick mode, read as [`lab_params`] reads it, for
+/// notebooks that size their own measurements.
 pub fn quick_mode() -> bool {
     lab_params() == LabParams::quick()
 }
