@@ -51,12 +51,14 @@ trap 'exit 143' TERM
 # address it prints.
 start_simulator() {
     log "no server answers at $DEFAULT_BASE_URL; building and starting the built-in simulator"
+    log "(the first build compiles the CLI into $CARGO_TARGET_DIR and can take several minutes)"
     cargo build --quiet --manifest-path "$REPO_ROOT/Cargo.toml" -p infphys-cli
     local target_dir
     target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$REPO_ROOT/Cargo.toml" |
         "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
-    local sim_log="$INFPHYS_CACHE/lab-simulator.log"
+    local sim_log
+    sim_log=$(mktemp "$INFPHYS_CACHE/lab-simulator.XXXXXX.log")
     "$target_dir/debug/infphys" sim --port 0 2>"$sim_log" &
     sim_pid=$!
 

@@ -8,6 +8,8 @@ HELPER_DIR="$REPO_ROOT/scripts/notebook"
 
 # Everything set-up installs lives outside the repository, so it survives a fresh clone.
 INFPHYS_CACHE="${INFPHYS_CACHE:-$HOME/.cache/infphys}"
+# The build cache the test runner uses too, so the lab does not build everything a second time.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$INFPHYS_CACHE/target}"
 VENV="$INFPHYS_CACHE/venv"
 PYTHON="$VENV/bin/python"
 SETUP_STAMP="$INFPHYS_CACHE/setup.stamp"

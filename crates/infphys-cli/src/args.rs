@@ -38,7 +38,7 @@ pub struct TargetArgs {
 
     /// How many times faster than real time the built-in simulator runs; timeouts and reported
     /// durations stay in simulated (server) time.
-    #[arg(long, global = true, env = "INFPHYS_TIME_SCALE", value_parser = parse_time_scale)]
+    #[arg(long, global = true, env = "INFPHYS_TIME_SCALE", value_parser = parse_time_scale, allow_negative_numbers = true)]
     pub time_scale: Option<f64>,
 
     /// Attempts per request, the first included; above 1, failed requests that may succeed later
@@ -239,7 +239,9 @@ pub struct TokensArgs {
 /// Options of `infphys lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
-    /// Smaller request counts and grid, for a slow server such as llama.cpp on a CPU.
+    /// Fewer requests and a smaller token grid, for a slow server such as llama.cpp on a CPU: 4
+    /// baseline requests, 16 per sweep level, prompt sizes 200 and 2000 with max_tokens 32 and
+    /// 128, and 32 per overload level.
     #[arg(long)]
     pub quick: bool,
 

@@ -65,8 +65,9 @@ impl Default for LabParams {
 }
 
 impl LabParams {
-    /// Smaller counts for a quick pass against a slow server: the same levels and grid with a
-    /// quarter of the requests, and the overload levels up to 16.
+    /// Smaller counts for a quick pass against a slow server: 4 baseline requests, 16 per sweep
+    /// level, prompt sizes 200 and 2000 with `max_tokens` 32 and 128 and 2 repeats, and 32
+    /// requests per overload level; the sweep and overload levels are the lab's.
     pub fn quick() -> Self {
         Self {
             baseline_requests: 4,

@@ -115,7 +115,8 @@ impl OpenLoopSpec {
         };
 
         let limit = self.duration.as_secs_f64();
-        while times.len() < self.max_requests && at <= limit {
+        // The schedule covers [0, duration): a constant rate r sends r × duration requests.
+        while times.len() < self.max_requests && at < limit {
             times.push(Duration::from_secs_f64(at));
             at += gaps();
         }
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn constant_schedule_is_evenly_spaced() {
         let times = spec(Arrivals::Constant, 4.0, 100, 1).schedule();
-        let expected: Vec<Duration> = (0..=4).map(|i| Duration::from_millis(250 * i)).collect();
+        let expected: Vec<Duration> = (0..4).map(|i| Duration::from_millis(250 * i)).collect();
         assert_eq!(times, expected);
     }
 

@@ -162,6 +162,13 @@ pub fn parse_base_url(value: &str) -> Result<BaseUrl> {
     }
 
     let url = reqwest::Url::parse(value).map_err(|e| {
+        if e.to_string().contains("relative URL without a base") {
+            return invalid(
+                "NIM_BASE_URL",
+                value,
+                format!("the scheme is missing; expected a URL such as http://{value}, or `sim`"),
+            );
+        }
         invalid(
             "NIM_BASE_URL",
             value,
@@ -400,7 +407,8 @@ pub async fn resolve(spec: &TargetSpec) -> Result<Target> {
                 spec.api_key.clone(),
             ),
             Err(cause) => {
-                tracing::warn!(url = DEFAULT_BASE_URL, %cause, "no server answered; starting the built-in simulator");
+                // The caller shows `Target::describe`, the one loud line; this is for debugging.
+                tracing::debug!(url = DEFAULT_BASE_URL, %cause, "no server answered; starting the built-in simulator");
                 start_simulator(spec)
             }
         },
