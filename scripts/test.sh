@@ -21,6 +21,9 @@ elif ! command -v chromium >/dev/null 2>&1; then
   exit 1
 fi
 
+step "prune superseded binaries from the build cache"
+python3 scripts/prune-cache.py "$CARGO_TARGET_DIR"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
