@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// The target comes from NIM_BASE_URL (default http://localhost:8000), NIM_CHAT_PATH (default
 /// /v1/chat/completions) and NIM_GEN_MODEL, with a bearer key from NIM_API_KEY or OPENAI_API_KEY.
-/// With NIM_BASE_URL=sim, or unset with nothing answering at the default address, the built-in
+/// With NIM_BASE_URL=sim, or unset with nothing responding at the default address, the built-in
 /// simulator is started.
 #[derive(Debug, Parser)]
 #[command(name = "infphys", version)]
@@ -53,7 +53,7 @@ pub struct TargetArgs {
 pub enum Command {
     /// Serve the built-in simulator over HTTP.
     Sim(SimArgs),
-    /// Send one short request to check that the target answers.
+    /// Send one short request to check that the target responds.
     Preflight,
     /// Sequential requests: the single-request latency distribution.
     Baseline(BaselineArgs),
@@ -75,7 +75,7 @@ pub enum Command {
 }
 
 impl Command {
-    /// The output folder of a measuring command.
+    /// Returns the output folder of a measuring command.
     pub fn output_folder(&self) -> Option<&std::path::Path> {
         match self {
             Command::Sim(_) | Command::Preflight => None,
@@ -112,11 +112,11 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub replicas: u64,
 
-    /// How requests are spread over replicas.
+    /// Policy that spreads requests over replicas.
     #[arg(long, value_enum, default_value_t = RoutingArg::RoundRobin)]
     pub routing: RoutingArg,
 
-    /// Fraction of requests, 0 to 1, answered with an error status instead of a completion.
+    /// Fraction of requests, 0 to 1, that get an error status instead of a completion.
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
 
@@ -149,7 +149,7 @@ pub struct SimArgs {
     pub idle_timeout: Duration,
 }
 
-/// How the simulator spreads requests over replicas.
+/// Policy by which the simulator spreads requests over replicas.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum RoutingArg {
     /// Each replica in turn.
@@ -291,7 +291,7 @@ pub struct SloArgs {
     pub slo_tpot: Option<Duration>,
 }
 
-/// How open-loop arrivals are spaced.
+/// Spacing of open-loop arrivals.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ArrivalsArg {
     /// Exponentially distributed gaps (a Poisson process), seeded.
@@ -307,7 +307,7 @@ pub struct RateArgs {
     #[arg(long, value_delimiter = ',', required = true, value_parser = parse_rate)]
     pub rates: Vec<f64>,
 
-    /// How arrivals are spaced.
+    /// Spacing of arrivals.
     #[arg(long, value_enum, default_value_t = ArrivalsArg::Poisson)]
     pub arrivals: ArrivalsArg,
 
@@ -319,12 +319,12 @@ pub struct RateArgs {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: u64,
 
-    /// Longest schedule per rate, in server time.
+    /// Maximum schedule length per rate, in server time.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Most requests in flight; a request due while the cap is full waits, and the wait counts
-    /// as latency.
+    /// Maximum requests in flight. A request due while the cap is full waits, and the wait
+    /// counts as latency.
     #[arg(long, value_parser = parse_level)]
     pub max_in_flight: Option<usize>,
 

@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::frames::column_f64;
 use crate::load::{LoadRun, Sweep};
 
-/// Where a latency curve leaves its service-level objective.
+/// The point where a latency curve leaves its service-level objective.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knee {
     /// The highest load (concurrency or offered rate) whose latency stays within the objective,
@@ -389,7 +389,7 @@ mod tests {
     }
 
     #[test]
-    fn knee_with_unbounded_latency_stops_at_last_good_point() {
+    fn knee_with_unbounded_latency() {
         let df = df!("rate" => [1.0, 2.0, 3.0], "p95" => [1.0, 2.0, f64::INFINITY]).unwrap();
         let knee = knee(&df, "rate", "p95", Duration::from_secs(3))
             .unwrap()

@@ -28,7 +28,7 @@ pub enum ErrorKind {
     Connect,
     /// The client's timeout fired.
     Timeout,
-    /// The server answered with a status other than 2xx.
+    /// The server responded with a status other than 2xx.
     HttpStatus,
     /// The response body was not the expected JSON, or was too large.
     Decode,
@@ -210,7 +210,7 @@ pub struct RequestFailure {
     pub status: Option<u16>,
     /// From just before the request was sent to the failure, in server time.
     pub latency: Duration,
-    /// What a stream delivered before it failed, when the request was streamed and the
+    /// The timing of what a stream delivered before it failed, when the request was streamed and the
     /// response had started; boxed to keep failures small.
     pub stream: Option<Box<StreamTiming>>,
     /// The server's `Retry-After` header in seconds, read as server time.
@@ -244,7 +244,7 @@ pub struct Client {
 }
 
 impl Client {
-    /// Builds a client for `target`. Redirects are not followed: a 3xx answer is recorded as an
+    /// Builds a client for `target`. Redirects are not followed: a 3xx response is recorded as an
     /// [`ErrorKind::HttpStatus`] failure.
     pub fn new(target: Target) -> Result<Self> {
         let http = reqwest::Client::builder()
@@ -498,7 +498,7 @@ fn body_broke_off(error: &reqwest::Error) -> bool {
     false
 }
 
-/// Describes a reqwest error with its whole source chain, which holds the useful part
+/// Describes a reqwest error with its whole source chain, which contains the useful part
 /// (for example "Connection refused").
 pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
     let mut message = if error.is_timeout() {
@@ -597,7 +597,8 @@ fn parse_reply(
     })
 }
 
-/// The server's error message when the body is an OpenAI-style error, else the start of the body.
+/// Extracts the server's error message when the body is an OpenAI-style error, else the start
+/// of the body.
 pub(crate) fn error_excerpt(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()

@@ -7,18 +7,18 @@
 /// starting or its results from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An environment variable or argument holds a value that cannot be used.
+    /// An environment variable or argument contains a value that cannot be used.
     #[error("invalid {name} {value:?}: {reason}")]
     InvalidConfig {
         /// The variable or argument, for example `NIM_BASE_URL`.
         name: &'static str,
         /// The value given.
         value: String,
-        /// Why it is invalid and how to fix it.
+        /// The reason it is invalid and how to fix it.
         reason: String,
     },
 
-    /// An explicitly configured server did not answer.
+    /// An explicitly configured server did not respond.
     #[error(
         "no server answered at {url}: {cause}\n\
          Start the server (or check that NIM_BASE_URL and NIM_CHAT_PATH are right), \
@@ -27,7 +27,7 @@ pub enum Error {
     Unreachable {
         /// The URL that was tried.
         url: String,
-        /// What went wrong.
+        /// The cause of the failure.
         cause: String,
     },
 
@@ -61,7 +61,7 @@ pub enum Error {
     /// A file could not be written or read.
     #[error("{action} {path}: {source}")]
     Io {
-        /// What was being done, for example "failed to write".
+        /// The action that failed, for example "failed to write".
         action: &'static str,
         /// The file or folder.
         path: String,

@@ -249,49 +249,49 @@ pub fn token_budget_frame(budget: &TokenBudget) -> PolarsResult<DataFrame> {
 }
 
 impl LoadRun {
-    /// The per-request frame of this run.
+    /// Builds the per-request frame of this run.
     pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
         requests_frame(&self.records, &self.target)
     }
 
-    /// The one-row latency summary of this run's successful requests (the baseline table).
+    /// Builds the one-row latency summary of this run's successful requests (the baseline table).
     pub fn latency_summary_frame(&self) -> PolarsResult<DataFrame> {
         latency_summary_frame(self)
     }
 
-    /// The one-row load summary of this run.
+    /// Builds the one-row load summary of this run.
     pub fn summary_frame(&self) -> PolarsResult<DataFrame> {
         load_summary_frame(&[self.summary()], &self.target)
     }
 }
 
 impl Sweep {
-    /// One summary row per level, sorted by concurrency.
+    /// Builds one summary row per level, sorted by concurrency.
     pub fn summary_frame(&self) -> PolarsResult<DataFrame> {
         let target = self.runs.first().map_or("", |r| r.target.as_str());
         load_summary_frame(&self.summaries(), target)
     }
 
-    /// Every request of every level.
+    /// Builds the frame of every request of every level.
     pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
         concat_frames(self.runs.iter().map(LoadRun::requests_frame))
     }
 }
 
 impl TokenBudget {
-    /// One row per cell.
+    /// Builds one row per cell.
     pub fn frame(&self) -> PolarsResult<DataFrame> {
         token_budget_frame(self)
     }
 
-    /// Every request of every cell.
+    /// Builds the frame of every request of every cell.
     pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
         concat_frames(self.cells.iter().map(|c| c.run.requests_frame()))
     }
 }
 
 impl crate::lab::LabResults {
-    /// Every request of all four sections, with a [`SECTION`] column first.
+    /// Builds the frame of every request of all four sections, with a [`SECTION`] column first.
     pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
         let sections = [
             ("baseline", self.baseline.requests_frame()?),

@@ -196,7 +196,7 @@ fn estimate_levels(
 /// A successful preflight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreflightReport {
-    /// The endpoint that answered.
+    /// The endpoint that responded.
     pub url: String,
     /// The request's latency, in server time.
     pub latency: Duration,
@@ -218,7 +218,7 @@ impl fmt::Display for PreflightReport {
 
 /// Sends the lab's check ("Reply with only: OK", 4 tokens, temperature 0, 20 s timeout).
 ///
-/// The error says which URL was tried, what failed, and how to start a server or switch to the
+/// The error names the URL tried, the failure, and how to start a server or switch to the
 /// built-in simulator.
 pub async fn preflight(client: &Client) -> Result<PreflightReport> {
     let request = ChatRequest::new("Reply with only: OK", 4).timeout(Duration::from_secs(20));

@@ -2,9 +2,9 @@
 //!
 //! [`TargetSpec::from_env`] reads `NIM_BASE_URL`, `NIM_CHAT_PATH`, `NIM_GEN_MODEL` and a bearer key
 //! from `NIM_API_KEY` or `OPENAI_API_KEY`. [`resolve`] turns the spec into a [`Target`]: the
-//! configured server when it answers, or the built-in simulator when `NIM_BASE_URL` is `sim`, or
-//! when it is unset and nothing answers at the default address. An explicitly set URL that does
-//! not answer is an error, never a silent fallback to the simulator.
+//! configured server when it responds, or the built-in simulator when `NIM_BASE_URL` is `sim`, or
+//! when it is unset and nothing responds at the default address. An explicitly set URL that does
+//! not respond is an error, never a silent fallback to the simulator.
 
 use std::fmt;
 #[cfg(feature = "sim")]
@@ -22,7 +22,7 @@ pub const DEFAULT_MODEL: &str = "meta/llama-3.1-8b-instruct";
 /// The `NIM_BASE_URL` value that selects the built-in simulator.
 pub const SIMULATOR_URL: &str = "sim";
 
-/// How long [`resolve`] waits for a server to answer its probe.
+/// Timeout of the probe [`resolve`] sends to a server.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A bearer key. `Debug` and `Display` never show it.
@@ -46,7 +46,7 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// Where `NIM_BASE_URL` points.
+/// The value of `NIM_BASE_URL`: unset, the simulator, or a URL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BaseUrl {
     /// The variable is unset: try [`DEFAULT_BASE_URL`], and fall back to the simulator.
@@ -82,7 +82,7 @@ impl Default for SimOptions {
 /// A target as configured, before anything is contacted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetSpec {
-    /// Where `NIM_BASE_URL` points.
+    /// The value of `NIM_BASE_URL`.
     pub base_url: BaseUrl,
     /// Path of the chat-completions endpoint, starting with `/`.
     pub chat_path: String,
@@ -212,7 +212,7 @@ pub fn parse_time_scale(value: &str) -> Result<f64> {
     }
 }
 
-/// Which kind of server a [`Target`] is.
+/// The kind of server a [`Target`] is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetKind {
     /// A server at a configured URL.
@@ -254,7 +254,7 @@ impl fmt::Debug for Target {
 }
 
 impl Target {
-    /// A server at `base_url`, without contacting it.
+    /// Creates a target for the server at `base_url`, without contacting it.
     pub fn server(
         base_url: &str,
         chat_path: &str,
@@ -321,12 +321,12 @@ impl Target {
         &self.model
     }
 
-    /// Which kind of server this is.
+    /// Returns the kind of server this is.
     pub fn kind(&self) -> &TargetKind {
         &self.kind
     }
 
-    /// Whether this is the built-in simulator.
+    /// Returns whether this is the built-in simulator.
     pub fn is_simulator(&self) -> bool {
         matches!(self.kind, TargetKind::Simulator { .. })
     }
@@ -356,7 +356,7 @@ impl Target {
         server.div_f64(self.time_scale)
     }
 
-    /// A short label for result frames: the URL and model, or the simulator preset and scale.
+    /// Returns a short label for result frames: the URL and model, or the simulator preset and scale.
     pub fn label(&self) -> String {
         match &self.kind {
             TargetKind::Server => format!("{} ({})", self.base_url, self.model),
@@ -365,7 +365,7 @@ impl Target {
         }
     }
 
-    /// One line saying which target is in use, for the top of a notebook or a CLI run.
+    /// Returns one line naming the target in use, for the top of a notebook or a CLI run.
     pub fn describe(&self) -> String {
         match &self.kind {
             TargetKind::Server => format!(
@@ -383,10 +383,10 @@ impl Target {
     }
 }
 
-/// Resolves `spec` into a target, starting the built-in simulator when the spec asks for it or
-/// when `NIM_BASE_URL` is unset and nothing answers at [`DEFAULT_BASE_URL`].
+/// Resolves `spec` into a target, starting the built-in simulator when the spec selects it or
+/// when `NIM_BASE_URL` is unset and nothing responds at [`DEFAULT_BASE_URL`].
 ///
-/// A server counts as answering when any HTTP response comes back from `GET {base}/v1/models`
+/// A server counts as responding when any HTTP response comes back from `GET {base}/v1/models`
 /// within a few seconds, whatever its status.
 pub async fn resolve(spec: &TargetSpec) -> Result<Target> {
     match &spec.base_url {

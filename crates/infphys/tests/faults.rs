@@ -35,7 +35,7 @@ fn client_for(base_url: &str, key: Option<&str>) -> Client {
     Client::new(target).unwrap()
 }
 
-/// A port with nothing listening: bind one, then close it.
+/// Returns the URL of a port with nothing listening: binds one, then closes it.
 async fn closed_port_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -280,7 +280,7 @@ async fn preflight_on_dead_server_explains_the_fix() {
 }
 
 #[tokio::test]
-async fn explicit_url_that_does_not_answer_is_an_error() {
+async fn unreachable_explicit_url_is_error() {
     let url = closed_port_url().await;
     let spec =
         infphys::TargetSpec::from_lookup(|name| (name == "NIM_BASE_URL").then(|| url.clone()))

@@ -34,7 +34,8 @@ async fn serve(app: Router) -> Client {
     .unwrap()
 }
 
-/// Answers 429 with `Retry-After` to 3 requests in every 10, in arrival order.
+/// Starts a server that responds 429 with `Retry-After` to 3 requests in every 10, in arrival
+/// order.
 async fn rate_limited_server() -> (Client, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
@@ -176,7 +177,7 @@ async fn open_loop_counts_from_schedule() {
     assert_eq!(run.summary().offered_rps, Some(20.0));
 }
 
-/// A server that stops the world: every request that arrives during the stall, or is being
+/// Starts a server that stops the world: every request that arrives during the stall, or is being
 /// served when it starts, waits until it ends. Otherwise requests take 10 ms.
 async fn stalling_server(stall_start: Duration, stall: Duration) -> Client {
     let started = Arc::new(Mutex::new(None::<Instant>));
