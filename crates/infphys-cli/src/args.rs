@@ -147,6 +147,16 @@ pub struct SimArgs {
     /// Wall time a connection may stay open without starting a request, such as 300s or 5m.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+
+    /// Wall time a client may take to send a request body after its headers; a body still
+    /// incomplete then gets HTTP 408.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
+    /// Wall time a write may stay blocked by a client that does not read; the connection is
+    /// then closed and its request aborted.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 }
 
 /// Policy by which the simulator spreads requests over replicas.
@@ -446,6 +456,10 @@ mod tests {
             "100",
             "--idle-timeout",
             "2m",
+            "--body-read-timeout",
+            "3s",
+            "--write-timeout",
+            "500ms",
         ])
         .unwrap();
         let Command::Sim(sim) = cli.command else {
@@ -454,6 +468,8 @@ mod tests {
         assert_eq!(sim.max_connections, 5);
         assert_eq!(sim.max_body_bytes, 100);
         assert_eq!(sim.idle_timeout, Duration::from_secs(120));
+        assert_eq!(sim.body_read_timeout, Duration::from_secs(3));
+        assert_eq!(sim.write_timeout, Duration::from_millis(500));
 
         let Command::Sim(defaults) = Cli::try_parse_from(["infphys", "sim"]).unwrap().command
         else {
@@ -465,6 +481,11 @@ mod tests {
         );
         assert_eq!(defaults.max_body_bytes, infphys_sim::DEFAULT_MAX_BODY_BYTES);
         assert_eq!(defaults.idle_timeout, infphys_sim::DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(
+            defaults.body_read_timeout,
+            infphys_sim::DEFAULT_BODY_READ_TIMEOUT
+        );
+        assert_eq!(defaults.write_timeout, infphys_sim::DEFAULT_WRITE_TIMEOUT);
 
         for zero in ["--max-connections", "--max-body-bytes"] {
             assert!(

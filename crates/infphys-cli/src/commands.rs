@@ -95,6 +95,8 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
     config.max_connections = sim.max_connections;
     config.max_body_bytes = sim.max_body_bytes;
     config.idle_timeout = sim.idle_timeout;
+    config.body_read_timeout = sim.body_read_timeout;
+    config.write_timeout = sim.write_timeout;
     let routing = match sim.routing {
         RoutingArg::RoundRobin => infphys_sim::Routing::RoundRobin,
         RoutingArg::LeastLoaded => infphys_sim::Routing::LeastLoaded,

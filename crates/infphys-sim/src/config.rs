@@ -110,6 +110,14 @@ pub struct SimConfig {
     /// Wall time a connection may stay open without sending the first byte of a request, both
     /// after connecting and between keep-alive requests; 5 minutes by default.
     pub idle_timeout: Duration,
+    /// Wall time a client may take to send a request's body once its headers have arrived;
+    /// 10 s by default. A body still incomplete then gets HTTP 408 and the connection closes,
+    /// so a client that trickles its body cannot hold a connection and its buffer.
+    pub body_read_timeout: Duration,
+    /// Wall time a write to a client may stay blocked because the client does not read; 30 s
+    /// by default. The connection is then closed and its request aborted, so a client that
+    /// stops reading a stream frees its batch slot, its KV blocks and the buffered chunks.
+    pub write_timeout: Duration,
 }
 
 /// Default of [`SimConfig::max_body_bytes`]: 2 MiB, the same as axum's default limit.
@@ -123,6 +131,12 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default of [`SimConfig::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Default of [`SimConfig::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`SimConfig::write_timeout`].
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl SimConfig {
     /// Creates a configuration with the preset's physics, time scale 1, seed 0,
@@ -146,6 +160,8 @@ impl SimConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
 
@@ -211,6 +227,8 @@ impl SimConfig {
         for (name, value) in [
             ("header_read_timeout", self.header_read_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("write_timeout", self.write_timeout),
         ] {
             if value.is_zero() {
                 return invalid(format!(
@@ -354,6 +372,20 @@ mod tests {
                 "idle_timeout",
                 SimConfig {
                     idle_timeout: Duration::ZERO,
+                    ..SimConfig::default()
+                },
+            ),
+            (
+                "body_read_timeout",
+                SimConfig {
+                    body_read_timeout: Duration::ZERO,
+                    ..SimConfig::default()
+                },
+            ),
+            (
+                "write_timeout",
+                SimConfig {
+                    write_timeout: Duration::ZERO,
                     ..SimConfig::default()
                 },
             ),

@@ -26,6 +26,7 @@ pub(crate) struct ConnectionLimits {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) write_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -34,6 +35,7 @@ impl ConnectionLimits {
             max_connections: config.max_connections,
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
+            write_timeout: config.write_timeout,
         }
     }
 }
@@ -140,6 +142,8 @@ async fn serve_connection(
     let io = TokioIo::new(CountingStream {
         inner: stream,
         bytes_read: Arc::clone(&bytes_read),
+        write_timeout: limits.write_timeout,
+        write_stall: None,
     });
     let timer = IdleAwareTimer {
         bytes_read,
@@ -268,10 +272,47 @@ impl RateLimitedLog {
     }
 }
 
-/// TCP stream that counts the bytes read from it, for [`IdleAwareTimer`].
+/// TCP stream that counts the bytes read from it, for [`IdleAwareTimer`], and fails a write
+/// that stays blocked for `write_timeout`.
+///
+/// A client that stops reading fills its receive window and then the server's send buffer,
+/// and from then on every write is pending. Without a limit the connection task, the engine
+/// request and every buffered chunk would live until the client reads again, if ever. The
+/// error makes hyper close the connection, which drops the response stream and so aborts
+/// the engine request.
 struct CountingStream {
     inner: TcpStream,
     bytes_read: Arc<AtomicU64>,
+    write_timeout: Duration,
+    /// Deadline of the write that is blocked now; `None` while writes make progress.
+    write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountingStream {
+    /// Returns a write's outcome, or a timeout error once writes have been blocked for
+    /// `write_timeout`.
+    fn guard_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.write_stall = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stall.as_mut().poll(cx).is_ready() {
+            self.write_stall = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {timeout:?}, the write timeout"),
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl AsyncRead for CountingStream {
@@ -296,7 +337,8 @@ impl AsyncWrite for CountingStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.guard_write(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -304,7 +346,8 @@ impl AsyncWrite for CountingStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.guard_write(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -312,7 +355,8 @@ impl AsyncWrite for CountingStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.guard_write(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

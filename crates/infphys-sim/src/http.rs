@@ -93,6 +93,22 @@ impl ApiError {
             code: Some(StatusCode::PAYLOAD_TOO_LARGE.as_u16()),
         }
     }
+
+    /// HTTP 408 for a request body that did not arrive within `timeout`.
+    fn body_read_timeout(timeout: Duration) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "The request body did not arrive within the simulator's body read timeout of \
+                 {timeout:?}. Send the whole body at once, or restart the simulator with a \
+                 longer timeout: `infphys sim --body-read-timeout 60s` or \
+                 `SimConfig::body_read_timeout`."
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(StatusCode::REQUEST_TIMEOUT.as_u16()),
+        }
+    }
 }
 
 /// Message of the HTTP 413 response to a request body over `max_body_bytes`.
@@ -115,7 +131,14 @@ impl IntoResponse for ApiError {
                 "code": self.code,
             }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive; the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -132,8 +155,10 @@ impl FromRequest<Arc<AppState>> for JsonBody {
         request: Request,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state)
+        let timeout = state.config.body_read_timeout;
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(request, state))
             .await
+            .map_err(|_| ApiError::body_read_timeout(timeout))?
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     return ApiError::body_too_large(state.config.max_body_bytes);
@@ -186,6 +211,8 @@ pub(crate) struct ChatRequest {
     max_tokens: usize,
     stream: bool,
     include_usage: bool,
+    /// vLLM's `ignore_eos`: generate exactly `max_tokens` tokens, as benchmarks ask.
+    ignore_eos: bool,
     reply: ReplyText,
 }
 
@@ -221,6 +248,20 @@ pub(crate) fn parse_chat_request(
     let requested_max_tokens = parse_max_tokens(object)?;
     parse_temperature(object.get("temperature"))?;
     let (stream, include_usage) = parse_stream(object)?;
+    let ignore_eos = match object.get("ignore_eos") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(value)) => *value,
+        Some(other) => {
+            return Err(ApiError::invalid_request(
+                Some("ignore_eos"),
+                format!(
+                    "`ignore_eos` must be true or false, got {}. Set it to true to get exactly \
+                     `max_tokens` tokens, or omit it.",
+                    type_name(other)
+                ),
+            ));
+        }
+    };
     if let Some(n) = object.get("n").filter(|value| !value.is_null())
         && n.as_u64() != Some(1)
     {
@@ -272,6 +313,7 @@ pub(crate) fn parse_chat_request(
         max_tokens,
         stream,
         include_usage,
+        ignore_eos,
         reply,
     })
 }
@@ -677,7 +719,7 @@ async fn chat_completions(
     }
     let fixed_output_tokens = match &request.reply {
         ReplyText::Forced(tokens) => Some(tokens.len()),
-        ReplyText::Filler => None,
+        ReplyText::Filler => request.ignore_eos.then_some(request.max_tokens),
     };
 
     let (events_sender, mut events) = mpsc::unbounded_channel();

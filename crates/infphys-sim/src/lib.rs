@@ -121,8 +121,9 @@ mod server;
 mod text;
 
 pub use config::{
-    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_CONNECTIONS, Routing, SimConfig, SimError, Stall,
+    DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_WRITE_TIMEOUT, Routing, SimConfig,
+    SimError, Stall,
 };
 pub use faults::Faults;
 pub use fd_limit::{

@@ -1,5 +1,5 @@
-//! Connection guard rails of the served simulator: the body limit, the header-read and idle
-//! timeouts, the connection cap and many idle keep-alive connections. Every server binds
+//! Connection guard rails of the served simulator: the body limit, the header-read, body-read,
+//! write and idle timeouts, the connection cap and many idle keep-alive connections. Every server binds
 //! 127.0.0.1 on a free port.
 
 use std::net::SocketAddr;
@@ -159,6 +159,107 @@ async fn slow_header_is_cut_off() {
         elapsed >= Duration::from_millis(400),
         "closed after {elapsed:?}, before the 500 ms header read timeout"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_body_gets_408() {
+    let config = SimConfig {
+        body_read_timeout: Duration::from_millis(500),
+        ..loopback_config()
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let mut stream = connect(server.addr()).await;
+
+    // Announce a 200-byte body and send 10 bytes of it; without a body timeout the server
+    // would hold this connection and its buffer for as long as the client stays silent.
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                content-type: application/json\r\ncontent-length: 200\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"messages"#).await.unwrap();
+
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 408, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("body read timeout"), "{message}");
+    assert!(message.contains("--body-read-timeout"), "{message}");
+    assert!(
+        time_until_closed(&mut stream, PATIENCE).await.is_some(),
+        "the connection closes after the 408"
+    );
+
+    let mut fresh = connect(server.addr()).await;
+    assert_eq!(health(&mut fresh).await, 200, "the server keeps serving");
+}
+
+/// Returns the value of the gauge `name` (labelled with the model only) from `/metrics`.
+async fn gauge(addr: SocketAddr, name: &str) -> f64 {
+    let mut stream = connect(addr).await;
+    let request = "GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (status, body) = read_response(&mut stream).await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix('{')?;
+            rest.split_once("} ")?.1.trim().parse().ok()
+        })
+        .unwrap_or_else(|| panic!("/metrics has no sample of {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_stops_reading_is_disconnected() {
+    let mut config = SimConfig {
+        write_timeout: Duration::from_millis(300),
+        time_scale: 50.0,
+        ..SimConfig::new(Preset::Classroom)
+    };
+    // Room for a 60,000-token reply: about 13 MB of chunks over 37 s of wall time, far more
+    // than the socket buffers of both ends hold.
+    config.physics.max_model_len = 70_000;
+    config.physics.kv_capacity_tokens = 200_000;
+    let server = infphys_sim::spawn(config).unwrap();
+
+    // A small receive buffer makes the server's writes block sooner.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr()).await.unwrap();
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "Write a long story."}],
+        "max_tokens": 60_000,
+        "ignore_eos": true,
+        "stream": true,
+    })
+    .to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+
+    // The client reads nothing from here on. Once the buffers are full the server's writes
+    // block; the write timeout then closes the connection, which aborts the engine request
+    // long before its 37 s of generation would end.
+    let running = "vllm:num_requests_running";
+    let start = Instant::now();
+    let mut started = false;
+    loop {
+        let now_running = gauge(server.addr(), running).await;
+        started |= now_running > 0.0;
+        if started && now_running == 0.0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(25),
+            "the request of a client that reads nothing still runs after {:?} ({running} {now_running})",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stream);
+    assert_eq!(gauge(server.addr(), "vllm:num_requests_waiting").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

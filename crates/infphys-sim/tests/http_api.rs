@@ -123,6 +123,24 @@ async fn max_tokens_is_honored() {
 }
 
 #[tokio::test]
+async fn ignore_eos_generates_exactly_max_tokens() {
+    // Natural replies of the classroom preset have a median of 180 tokens, so without
+    // `ignore_eos` a 2,000-token cap is almost never reached.
+    let server = infphys_sim::spawn(fast_config()).unwrap();
+    for seed_request in 0..3 {
+        let body = json!({
+            "messages": user_message(&format!("Benchmark request {seed_request}.")),
+            "max_tokens": 2000,
+            "ignore_eos": true,
+        });
+        let (status, body) = post(server.base_url(), &body).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["usage"]["completion_tokens"], 2000, "{body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
+}
+
+#[tokio::test]
 async fn reply_with_only_returns_text() {
     let server = infphys_sim::spawn(long_reply_config()).unwrap();
     let request = json!({"messages": user_message("Ping check. Reply with only: pong")});
@@ -280,6 +298,12 @@ async fn invalid_requests_get_openai_errors() {
             json!({"messages": messages, "model": 5}).to_string(),
             Some("model"),
             "must be a string",
+        ),
+        (
+            "string ignore_eos",
+            json!({"messages": messages, "ignore_eos": "yes"}).to_string(),
+            Some("ignore_eos"),
+            "true or false",
         ),
         (
             "two choices",
