@@ -126,4 +126,9 @@ for notebook in "${notebooks[@]}"; do
     fi
 done
 
+# An interrupted measuring cell keeps its rows: a real kernel is interrupted mid-sweep, and the
+# next cell recovers them with the interrupted run marked partial.
+run_checks "interrupt and recover" timeout "$NOTEBOOK_TIMEOUT_S" \
+    "$PYTHON" "$HELPER_DIR/interrupt.py" "$NOTEBOOK_DIR" "$OUT_DIR/interrupt-journal"
+
 finish

@@ -12,30 +12,30 @@ use infphys::open_loop::{Arrivals, OpenLoopSpec, rate_sweep};
 use infphys::polars::prelude::DataFrame;
 use infphys::report::Report;
 use infphys::target::{BaseUrl, parse_base_url};
-use infphys::{ChatRequest, Client, LabParams, LabResults, Progress, Sweep, TargetSpec};
+use infphys::{
+    ChatRequest, Client, LabParams, LabResults, Progress, StopSignal, Sweep, TargetSpec,
+};
 
 use crate::args::{
     ArrivalsArg, BaselineArgs, Cli, Command, LabArgs, RateArgs, RoutingArg, SimArgs, SloArgs,
     StreamArgs, SweepArgs, TargetArgs, TokensArgs,
 };
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Sim(args) => serve_simulator(&cli.target, &args).await,
-        Command::Preflight => {
-            let client = connect(&cli.target).await?;
-            preflight(&client).await
-        }
-        Command::Baseline(args) => baseline(&connect(&cli.target).await?, &args).await,
-        Command::Sweep(args) => sweep(&connect(&cli.target).await?, &args, Section::Sweep).await,
-        Command::Overload(args) => {
-            sweep(&connect(&cli.target).await?, &args, Section::Overload).await
-        }
-        Command::Tokens(args) => tokens(&connect(&cli.target).await?, &args).await,
-        Command::Lab(args) => lab(&connect(&cli.target).await?, &args).await,
-        Command::Stream(args) => stream(&connect(&cli.target).await?, &args).await,
-        Command::Rate(args) => rate(&connect(&cli.target).await?, &args).await,
+/// Runs the parsed command line. Measuring commands watch `stop`: once it is raised, the run in
+/// progress returns what it measured, marked partial, and the command writes that.
+pub async fn run(cli: Cli, stop: StopSignal) -> Result<()> {
+    let connect =
+        || async { Ok::<_, anyhow::Error>(connect(&cli.target).await?.with_stop(stop.clone())) };
+    match &cli.command {
+        Command::Sim(args) => serve_simulator(&cli.target, args).await,
+        Command::Preflight => preflight(&connect().await?).await,
+        Command::Baseline(args) => baseline(&connect().await?, args).await,
+        Command::Sweep(args) => sweep(&connect().await?, args, Section::Sweep).await,
+        Command::Overload(args) => sweep(&connect().await?, args, Section::Overload).await,
+        Command::Tokens(args) => tokens(&connect().await?, args).await,
+        Command::Lab(args) => lab(&connect().await?, args).await,
+        Command::Stream(args) => stream(&connect().await?, args).await,
+        Command::Rate(args) => rate(&connect().await?, args).await,
     }
 }
 
@@ -298,7 +298,41 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
     };
 
     // Each section's table is written as soon as it is measured, so a failure later in the lab
-    // keeps the sections before it.
+    // keeps the sections before it. After a stop, the interrupted section's table (marked
+    // partial) and the report of what was measured are still written.
+    let mut results = LabResults::default();
+    let mut written = Vec::new();
+    lab_sections(client, &params, out, &mut results, &mut written).await?;
+
+    write_parquet(&results.requests_frame()?, &out.join("requests.parquet"))?;
+    written.push("requests.parquet");
+    let calibration = if client.is_stopped() {
+        None
+    } else {
+        calibrate().await
+    };
+    let report = infphys::report::render_report(
+        &results,
+        &client.target().describe(),
+        calibration.as_ref(),
+    )?;
+    let report_path = out.join("report.html");
+    std::fs::write(&report_path, report)
+        .with_context(|| format!("failed to write {}", report_path.display()))?;
+    written.push("report.html");
+    eprintln!("\nwrote {} to {}", written.join(", "), out.display());
+    Ok(())
+}
+
+/// Measures the lab's sections in order into `results`, writing each table as it is measured
+/// and naming it in `written`; returns early once the client's stop signal is raised.
+async fn lab_sections(
+    client: &Client,
+    params: &LabParams,
+    out: &Path,
+    results: &mut LabResults,
+    written: &mut Vec<&'static str>,
+) -> Result<()> {
     eprintln!(
         "\n== Baseline: {} sequential requests ==",
         params.baseline_requests
@@ -313,7 +347,13 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
     let baseline_table = baseline.latency_summary_frame()?;
     print_table("Baseline latency", &baseline_table);
     write_csv(&baseline_table, &out.join("baseline.csv"))?;
-    if let Some(single) = baseline.summary().latency.mean {
+    written.push("baseline.csv");
+    let single = baseline.summary().latency.mean;
+    results.baseline = Some(baseline);
+    if client.is_stopped() {
+        return Ok(());
+    }
+    if let Some(single) = single {
         let wall = |e: infphys::lab::Estimate| infphys::lab::Estimate {
             low: client.target().to_wall_time(e.low),
             high: client.target().to_wall_time(e.high),
@@ -347,6 +387,11 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
         &sweep_table,
     );
     write_csv(&sweep_table, &out.join("sweep.csv"))?;
+    written.push("sweep.csv");
+    results.sweep = Some(sweep);
+    if client.is_stopped() {
+        return Ok(());
+    }
 
     eprintln!(
         "\n== Token budget: prompt sizes {:?} x max_tokens {:?}, {} repeats ==",
@@ -364,6 +409,11 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
     let tokens_table = tokens.frame()?;
     print_table("Token budget: p50 and p95 latency", &tokens_table);
     write_csv(&tokens_table, &out.join("tokens.csv"))?;
+    written.push("tokens.csv");
+    results.tokens = Some(tokens);
+    if client.is_stopped() {
+        return Ok(());
+    }
 
     eprintln!(
         "\n== Overload: {:?}, {} requests each, timeout {} ==",
@@ -385,27 +435,8 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
         &overload_table,
     );
     write_csv(&overload_table, &out.join("overload.csv"))?;
-
-    let results = LabResults {
-        baseline,
-        sweep,
-        tokens,
-        overload,
-    };
-    write_parquet(&results.requests_frame()?, &out.join("requests.parquet"))?;
-    let calibration = calibrate().await;
-    let report = infphys::report::render_report(
-        &results,
-        &client.target().describe(),
-        calibration.as_ref(),
-    )?;
-    let report_path = out.join("report.html");
-    std::fs::write(&report_path, report)
-        .with_context(|| format!("failed to write {}", report_path.display()))?;
-    eprintln!(
-        "\nwrote baseline.csv, sweep.csv, tokens.csv, overload.csv, requests.parquet and report.html to {}",
-        out.display()
-    );
+    written.push("overload.csv");
+    results.overload = Some(overload);
     Ok(())
 }
 

@@ -39,30 +39,57 @@ fn main() -> ExitCode {
         .command
         .output_folder()
         .map(|out| out.join(commands::JOURNAL_FILE));
+    let stop = infphys::StopSignal::new();
+    // The simulator handles Ctrl-C itself: it stops accepting and lets open requests finish.
+    let serves = matches!(cli.command, args::Command::Sim(_));
     let outcome = runtime.block_on(async {
+        let mut command = std::pin::pin!(commands::run(cli, stop.clone()));
+        if serves {
+            return Some(command.await);
+        }
         tokio::select! {
-            result = commands::run(cli) => Some(result),
+            result = &mut command => return Some(result),
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        // The first Ctrl-C stops the measurement: the command keeps every finished request and
+        // writes its tables and report, marked partial. A second one quits at once.
+        stop.stop();
+        eprintln!(
+            "\nstopping: writing what was measured so far; press Ctrl-C again to quit at once"
+        );
+        tokio::select! {
+            result = &mut command => Some(result),
             _ = tokio::signal::ctrl_c() => None,
         }
     });
-    match outcome {
-        Some(Ok(())) => ExitCode::SUCCESS,
-        Some(Err(error)) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-        None => {
-            eprintln!("\ninterrupted");
-            if let Some(journal) = journal.filter(|path| path.exists()) {
-                eprintln!(
-                    "every request finished so far is in {} (one JSON object per line; \
-                     infphys::journal::read_journal loads it as a DataFrame)",
-                    journal.display()
-                );
-            }
+    let interrupted = stop.is_stopped();
+    let code = match outcome {
+        Some(Ok(())) if !interrupted => return ExitCode::SUCCESS,
+        Some(Ok(())) => {
+            eprintln!("interrupted: the tables and report above cover only what was measured");
             ExitCode::from(130)
         }
+        Some(Err(error)) => {
+            eprintln!("error: {error:#}");
+            if interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        None => {
+            eprintln!("\ninterrupted before the results were written");
+            ExitCode::from(130)
+        }
+    };
+    if let Some(journal) = journal.filter(|path| path.exists()) {
+        eprintln!(
+            "every request finished so far is in {} (one JSON object per line; \
+             infphys::journal::read_journal loads it and marks the runs cut short as partial)",
+            journal.display()
+        );
     }
+    code
 }
 
 fn init_tracing(cli: &args::Cli) {

@@ -1,5 +1,6 @@
 //! The `infphys` binary as a user runs it: bad input gets a clear message and a failure exit
-//! code, and a server that dies in the middle of the lab leaves every measured row behind.
+//! code, and a server that dies in the middle of the lab, or a Ctrl-C, leaves every measured
+//! row behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -217,8 +218,9 @@ fn lab_survives_its_server_dying() {
     ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
-    let (rows, skipped) = infphys::journal::read_journal(out.join("requests.jsonl")).unwrap();
-    assert_eq!(skipped, 0);
+    let contents = infphys::journal::read_journal(out.join("requests.jsonl")).unwrap();
+    assert_eq!(contents.skipped_lines, 0);
+    let rows = contents.requests;
     let ok = rows.column(infphys::schema::OK).unwrap().bool().unwrap();
     let succeeded = ok.iter().filter(|v| *v == Some(true)).count();
     assert!(
@@ -241,4 +243,77 @@ fn lab_survives_its_server_dying() {
         "the report does not say why requests failed"
     );
     let _ = std::fs::remove_dir_all(out);
+}
+
+#[test]
+fn ctrl_c_writes_partial_lab() {
+    let out = scratch("ctrl-c");
+    let (_server, url) = start_simulator("40");
+    let mut lab = infphys()
+        .args(["lab", "--quick", "--out"])
+        .arg(&out)
+        .env("NIM_BASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Press Ctrl-C once the sweep's second level has started, as a user would.
+    let mut lines = BufReader::new(lab.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("c=2:") || Instant::now() > deadline {
+            break;
+        }
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &lab.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = lab.wait().unwrap();
+    let said = rest.join("\n");
+
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("stopping"), "{said}");
+    assert!(said.contains("requests.jsonl"), "{said}");
+    for file in [
+        "baseline.csv",
+        "sweep.csv",
+        "requests.parquet",
+        "report.html",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing: {said}");
+    }
+    for file in ["tokens.csv", "overload.csv"] {
+        assert!(
+            !out.join(file).exists(),
+            "{file} was written after the stop"
+        );
+    }
+
+    // The sweep table ends at the interrupted level, marked partial.
+    let sweep = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let mut rows = sweep.lines();
+    // `partial` is the last column; reading from the end stays clear of quoted error messages.
+    assert!(rows.next().unwrap().ends_with(",partial"), "{sweep}");
+    let flags: Vec<String> = rows
+        .map(|row| row.rsplit(',').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(flags.last().map(String::as_str), Some("true"), "{sweep}");
+    assert!(flags.len() < 5, "levels after the stop ran: {sweep}");
+
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        report.contains("Interrupted"),
+        "the report does not say it is partial"
+    );
+    assert!(report.contains("Not measured: token budget, overload"));
+
+    let journal = infphys::journal::read_journal(out.join("requests.jsonl")).unwrap();
+    let partial_runs = journal.partial_runs();
+    assert_eq!(partial_runs.len(), 1, "{partial_runs:?}");
+    assert_eq!(partial_runs[0].0, "c=2");
 }

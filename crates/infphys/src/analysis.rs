@@ -347,6 +347,7 @@ mod tests {
             records,
             target: "test".into(),
             offered_rps: None,
+            interrupted: false,
         }
     }
 

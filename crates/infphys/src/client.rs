@@ -241,6 +241,7 @@ pub struct Client {
     target: Target,
     retry: RetryPolicy,
     journal: Option<std::sync::Arc<crate::journal::Journal>>,
+    stop: Option<crate::stop::StopSignal>,
 }
 
 impl Client {
@@ -262,7 +263,27 @@ impl Client {
             target,
             retry: RetryPolicy::none(),
             journal: None,
+            stop: None,
         })
+    }
+
+    /// Makes the load generators watch `stop`: once it is raised, a run stops sending, keeps
+    /// the rows that have arrived and returns them marked as interrupted.
+    pub fn with_stop(mut self, stop: crate::stop::StopSignal) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Returns the stop signal the load generators watch, if any.
+    pub fn stop_signal(&self) -> Option<&crate::stop::StopSignal> {
+        self.stop.as_ref()
+    }
+
+    /// Returns whether this client's stop signal has been raised.
+    pub fn is_stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(crate::stop::StopSignal::is_stopped)
     }
 
     /// Makes the load generators append every finished request to `journal` as it arrives, so

@@ -115,6 +115,7 @@ pub fn latency_summary_frame(run: &LoadRun) -> PolarsResult<DataFrame> {
         Column::new(MAX_S.into(), [seconds(stats.max)]),
         Column::new(ERR.into(), [err as u64]),
         Column::new(TARGET.into(), [run.target.as_str()]),
+        Column::new(PARTIAL.into(), [run.interrupted]),
     ])
 }
 
@@ -189,6 +190,10 @@ pub fn load_summary_frame(summaries: &[LoadSummary], target: &str) -> PolarsResu
         Column::new(ITL_P50_S.into(), get(&|s| seconds(s.tpot.p50))),
         Column::new(OUTPUT_TOK_PER_S.into(), get(&|s| s.output_tokens_per_s)),
         Column::new(OFFERED_RPS.into(), get(&|s| s.offered_rps)),
+        Column::new(
+            PARTIAL.into(),
+            summaries.iter().map(|s| s.interrupted).collect::<Vec<_>>(),
+        ),
     ])
 }
 
@@ -245,6 +250,14 @@ pub fn token_budget_frame(budget: &TokenBudget) -> PolarsResult<DataFrame> {
                 .map(|c| c.run.target.clone())
                 .collect::<Vec<_>>(),
         ),
+        Column::new(
+            PARTIAL.into(),
+            budget
+                .cells
+                .iter()
+                .map(|c| c.run.interrupted)
+                .collect::<Vec<_>>(),
+        ),
     ])
 }
 
@@ -291,14 +304,27 @@ impl TokenBudget {
 }
 
 impl crate::lab::LabResults {
-    /// Builds the frame of every request of all four sections, with a [`SECTION`] column first.
+    /// Builds the frame of every request of the sections measured, with a [`SECTION`] column
+    /// first.
     pub fn requests_frame(&self) -> PolarsResult<DataFrame> {
-        let sections = [
-            ("baseline", self.baseline.requests_frame()?),
-            ("sweep", self.sweep.requests_frame()?),
-            ("tokens", self.tokens.requests_frame()?),
-            ("overload", self.overload.requests_frame()?),
-        ];
+        let mut sections = Vec::with_capacity(4);
+        if let Some(baseline) = &self.baseline {
+            sections.push(("baseline", baseline.requests_frame()?));
+        }
+        if let Some(sweep) = &self.sweep {
+            sections.push(("sweep", sweep.requests_frame()?));
+        }
+        if let Some(tokens) = &self.tokens {
+            sections.push(("tokens", tokens.requests_frame()?));
+        }
+        if let Some(overload) = &self.overload {
+            sections.push(("overload", overload.requests_frame()?));
+        }
+        if sections.is_empty() {
+            let mut empty = requests_frame(&[], "")?;
+            empty.insert_column(0, Column::new(SECTION.into(), Vec::<String>::new()))?;
+            return Ok(empty);
+        }
         concat_frames(sections.into_iter().map(|(name, mut df)| {
             let labels = Column::new(SECTION.into(), vec![name; df.height()]);
             df.insert_column(0, labels)?;

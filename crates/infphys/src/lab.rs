@@ -236,67 +236,100 @@ pub async fn preflight(client: &Client) -> Result<PreflightReport> {
     }
 }
 
-/// The four measurement sections of the lab.
-#[derive(Debug, Clone, PartialEq)]
+/// The four measurement sections of the lab. A section is `None` when the lab was stopped
+/// before it started; the section that was running then has rows marked partial.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabResults {
     /// Sequential requests.
-    pub baseline: LoadRun,
+    pub baseline: Option<LoadRun>,
     /// The concurrency sweep.
-    pub sweep: Sweep,
+    pub sweep: Option<Sweep>,
     /// The token-budget grid.
-    pub tokens: TokenBudget,
+    pub tokens: Option<TokenBudget>,
     /// The overload demonstration.
-    pub overload: Sweep,
+    pub overload: Option<Sweep>,
+}
+
+impl LabResults {
+    /// Returns whether a stop signal cut the lab short: a section is missing or partial.
+    pub fn is_partial(&self) -> bool {
+        let (Some(baseline), Some(sweep), Some(tokens), Some(overload)) =
+            (&self.baseline, &self.sweep, &self.tokens, &self.overload)
+        else {
+            return true;
+        };
+        baseline.interrupted
+            || sweep.is_partial()
+            || tokens.cells.iter().any(|cell| cell.run.interrupted)
+            || overload.is_partial()
+    }
 }
 
 /// Runs the baseline, the sweep, the token-budget grid and the overload demonstration in order.
+///
+/// Once the client's stop signal is raised, the running section returns what it measured and
+/// the later sections stay `None`.
 pub async fn run_lab(
     client: &Client,
     params: &LabParams,
     progress: Progress,
 ) -> Result<LabResults> {
-    let baseline = baseline(
-        client,
-        params.baseline_requests,
-        &params.base_request(params.baseline_timeout),
-        progress,
-    )
-    .await?;
+    let mut results = LabResults {
+        baseline: Some(
+            baseline(
+                client,
+                params.baseline_requests,
+                &params.base_request(params.baseline_timeout),
+                progress,
+            )
+            .await?,
+        ),
+        ..LabResults::default()
+    };
+    if client.is_stopped() {
+        return Ok(results);
+    }
 
-    let sweep_run = sweep(
-        client,
-        &params.sweep_levels,
-        params.sweep_requests,
-        &params.base_request(params.sweep_timeout),
-        progress,
-    )
-    .await?;
+    results.sweep = Some(
+        sweep(
+            client,
+            &params.sweep_levels,
+            params.sweep_requests,
+            &params.base_request(params.sweep_timeout),
+            progress,
+        )
+        .await?,
+    );
+    if client.is_stopped() {
+        return Ok(results);
+    }
 
-    let tokens = token_budget(
-        client,
-        &params.prompt_sizes,
-        &params.max_tokens_grid,
-        params.token_repeats,
-        &params.base_request(params.baseline_timeout),
-        progress,
-    )
-    .await?;
+    results.tokens = Some(
+        token_budget(
+            client,
+            &params.prompt_sizes,
+            &params.max_tokens_grid,
+            params.token_repeats,
+            &params.base_request(params.baseline_timeout),
+            progress,
+        )
+        .await?,
+    );
+    if client.is_stopped() {
+        return Ok(results);
+    }
 
-    let overload = sweep(
-        client,
-        &params.overload_levels,
-        params.overload_requests,
-        &params.base_request(params.overload_timeout),
-        progress,
-    )
-    .await?;
-
-    Ok(LabResults {
-        baseline,
-        sweep: sweep_run,
-        tokens,
-        overload,
-    })
+    results.overload = Some(
+        sweep(
+            client,
+            &params.overload_levels,
+            params.overload_requests,
+            &params.base_request(params.overload_timeout),
+            progress,
+        )
+        .await?,
+    );
+    Ok(results)
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub mod retry;
 pub mod schema;
 pub mod sse;
 pub mod stats;
+pub mod stop;
 pub mod stream;
 pub mod target;
 #[cfg(feature = "sim")]
@@ -74,6 +75,7 @@ pub use load::{
     run_load, sweep, token_budget,
 };
 pub use progress::Progress;
+pub use stop::StopSignal;
 pub use target::{ApiKey, Target, TargetKind, TargetSpec, resolve};
 
 #[cfg(feature = "sim")]

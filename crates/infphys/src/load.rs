@@ -186,6 +186,9 @@ pub struct LoadRun {
     pub target: String,
     /// Requests per second the schedule offered, for open-loop runs; `None` for a closed loop.
     pub offered_rps: Option<f64>,
+    /// Whether the client's stop signal ended the run early: the rows are every request that
+    /// finished, and the requests still in flight then were abandoned.
+    pub interrupted: bool,
 }
 
 /// The lab's summary of one run: throughput, error rate and latency percentiles.
@@ -223,6 +226,8 @@ pub struct LoadSummary {
     pub output_tokens_per_s: Option<f64>,
     /// Requests per second the schedule offered, for open-loop runs.
     pub offered_rps: Option<f64>,
+    /// Whether the run was stopped early; see [`LoadRun::interrupted`].
+    pub interrupted: bool,
 }
 
 impl LoadRun {
@@ -290,6 +295,7 @@ impl LoadRun {
             tpot: LatencyStats::from_latencies(&tpots),
             output_tokens_per_s,
             offered_rps: self.offered_rps,
+            interrupted: self.interrupted,
         }
     }
 }
@@ -348,7 +354,7 @@ pub(crate) async fn run_load_labelled(
         }
     });
 
-    let records = collect(
+    let collected = collect(
         receiver,
         Meter::new(progress, label.to_owned(), total),
         client,
@@ -360,9 +366,10 @@ pub(crate) async fn run_load_labelled(
         total_requests: total,
         timeout: spec.request.timeout,
         wall: client.target().to_server_time(started.elapsed()),
-        records,
+        records: collected.records,
         target: client.target().label(),
         offered_rps: None,
+        interrupted: collected.interrupted,
     })
 }
 
@@ -424,34 +431,98 @@ pub(crate) async fn execute(
     records
 }
 
-/// Receives every request's rows until all senders are gone, counting progress per request and
-/// appending each batch to the client's journal, if it has one.
+/// The rows a run collected, and whether its client's stop signal ended it early.
+pub(crate) struct Collected {
+    pub records: Vec<RequestRecord>,
+    pub interrupted: bool,
+}
+
+/// Receives every request's rows until all senders are gone or the client's stop signal is
+/// raised, counting progress per request and appending each batch to the client's journal, if
+/// it has one, between a start and a finish marker.
+///
+/// On a stop, the rows already received are kept and the receiver is dropped, so the sender
+/// stops dispatching and the requests still in flight are abandoned.
 pub(crate) async fn collect(
     mut receiver: mpsc::UnboundedReceiver<Vec<RequestRecord>>,
     mut meter: Meter,
     client: &Client,
     run: &str,
-) -> Vec<RequestRecord> {
+) -> Collected {
     let target = client.target().label();
-    let mut journal_failed = false;
-    let mut records = Vec::new();
-    while let Some(batch) = receiver.recv().await {
-        meter.tick(batch.last().is_some_and(RequestRecord::ok));
-        if let Some(journal) = client.journal().filter(|_| !journal_failed)
-            && let Err(error) = journal.append(run, &target, &batch)
-        {
-            // The rows stay in memory; only the on-disk copy stops.
-            tracing::warn!(%error, "journal write failed; later rows are kept in memory only");
-            journal_failed = true;
+    let mut journal = client.journal().and_then(|journal| {
+        match journal.start_run(run, &target, meter.total()) {
+            Ok(id) => Some((journal, id)),
+            Err(error) => {
+                tracing::warn!(%error, run, "journal write failed; rows are kept in memory only");
+                None
+            }
         }
-        records.extend(batch);
+    });
+    let stop = client.stop_signal().cloned();
+    let stopped = async {
+        match &stop {
+            Some(stop) => stop.stopped().await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut stopped = std::pin::pin!(stopped);
+
+    let mut records = Vec::new();
+    let mut interrupted = false;
+    loop {
+        let batch = tokio::select! {
+            biased;
+            batch = receiver.recv() => batch,
+            () = &mut stopped => {
+                interrupted = true;
+                None
+            }
+        };
+        let Some(batch) = batch else { break };
+        keep(&mut records, &mut meter, &mut journal, run, &target, batch);
     }
-    records
+    if interrupted {
+        // Rows that arrived together with the stop are finished requests too.
+        while let Ok(batch) = receiver.try_recv() {
+            keep(&mut records, &mut meter, &mut journal, run, &target, batch);
+        }
+    }
+    if let Some((journal, id)) = journal
+        && let Err(error) = journal.finish_run(id, run, interrupted)
+    {
+        tracing::warn!(%error, run, "failed to mark the run finished in the journal");
+    }
+    Collected {
+        records,
+        interrupted,
+    }
+}
+
+/// Adds one request's rows to `records`, the meter and the journal. A failed journal write
+/// stops the on-disk copy for the rest of the run; the rows stay in memory.
+fn keep(
+    records: &mut Vec<RequestRecord>,
+    meter: &mut Meter,
+    journal: &mut Option<(&crate::journal::Journal, crate::journal::RunId)>,
+    run: &str,
+    target: &str,
+    batch: Vec<RequestRecord>,
+) {
+    meter.tick(batch.last().is_some_and(RequestRecord::ok));
+    if let Some((file, id)) = journal
+        && let Err(error) = file.append(*id, run, target, &batch)
+    {
+        tracing::warn!(%error, run, "journal write failed; later rows are kept in memory only");
+        *journal = None;
+    }
+    records.extend(batch);
 }
 
 /// Runs [`run_load`] once per concurrency level, in the order given.
 ///
-/// A level whose requests all fail still yields its rows, and the next level still runs.
+/// A level whose requests all fail still yields its rows, and the next level still runs. Once
+/// the client's stop signal is raised, the interrupted level is the last one.
 pub async fn sweep(
     client: &Client,
     levels: &[usize],
@@ -469,7 +540,12 @@ pub async fn sweep(
             concurrency,
             request: request.clone(),
         };
-        runs.push(run_load(client, &spec, progress).await?);
+        let run = run_load(client, &spec, progress).await?;
+        let interrupted = run.interrupted;
+        runs.push(run);
+        if interrupted || client.is_stopped() {
+            break;
+        }
     }
     runs.sort_by_key(|run| run.concurrency);
     Ok(Sweep { runs })
@@ -501,6 +577,12 @@ pub struct Sweep {
 }
 
 impl Sweep {
+    /// Returns whether a stop signal cut the sweep short: its last run is partial and the
+    /// levels after it did not run.
+    pub fn is_partial(&self) -> bool {
+        self.runs.iter().any(|run| run.interrupted)
+    }
+
     /// The lab's summary of each run, sorted by concurrency.
     pub fn summaries(&self) -> Vec<LoadSummary> {
         self.runs.iter().map(LoadRun::summary).collect()
@@ -551,7 +633,8 @@ pub struct TokenBudget {
 }
 
 /// Measures `repeats` sequential requests for every combination of prompt size (in filler
-/// characters, see [`make_prompt`]) and `max_tokens`.
+/// characters, see [`make_prompt`]) and `max_tokens`. Once the client's stop signal is raised,
+/// the interrupted cell is the last one.
 pub async fn token_budget(
     client: &Client,
     prompt_sizes: &[usize],
@@ -592,6 +675,9 @@ pub async fn token_budget(
                 max_tokens: tokens,
                 run,
             });
+            if client.is_stopped() {
+                return Ok(TokenBudget { cells });
+            }
         }
     }
     Ok(TokenBudget { cells })

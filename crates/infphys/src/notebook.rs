@@ -661,12 +661,99 @@ pub const JOURNAL_DIR_ENV: &str = "INFPHYS_JOURNAL_DIR";
 /// in the folder `INFPHYS_JOURNAL_DIR` names.
 ///
 /// An interrupted cell kills the kernel's process and every variable in it; the rows it had
-/// measured are still in this file, and [`crate::journal::read_journal`] loads them. A new
-/// kernel has a new process id, so it starts a new file instead of mixing runs.
+/// measured are still in this file, and [`recover`] loads them in the next cell. A new process
+/// has a new id, so it starts a new file instead of mixing runs.
 pub fn journal_path() -> std::path::PathBuf {
-    let folder = std::env::var_os(JOURNAL_DIR_ENV)
-        .map_or_else(|| "measured-rows".into(), std::path::PathBuf::from);
-    folder.join(format!("kernel-{}.jsonl", std::process::id()))
+    journal_dir().join(format!("kernel-{}.jsonl", std::process::id()))
+}
+
+fn journal_dir() -> std::path::PathBuf {
+    std::env::var_os(JOURNAL_DIR_ENV)
+        .map_or_else(|| "measured-rows".into(), std::path::PathBuf::from)
+}
+
+/// Rows recovered from the journal of an earlier kernel process.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The journal the rows come from.
+    pub path: std::path::PathBuf,
+    /// Its rows and runs; the runs cut short are marked partial.
+    pub contents: crate::journal::JournalContents,
+}
+
+impl Recovered {
+    /// Returns one line that names the file, the row count and each partial run.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "recovered {} rows of {} runs from {}",
+            self.contents.requests.height(),
+            self.contents.runs.height(),
+            self.path.display()
+        );
+        let partial = self.contents.partial_runs();
+        if partial.is_empty() {
+            text.push_str("; every run in it finished");
+        } else {
+            let runs: Vec<String> = partial
+                .iter()
+                .map(|(label, done, planned)| match planned {
+                    Some(planned) => format!("{label} ({done} of {planned} requests)"),
+                    None => format!("{label} ({done} requests)"),
+                })
+                .collect();
+            text.push_str(&format!("; partial: {}", runs.join(", ")));
+        }
+        text
+    }
+}
+
+impl NotebookDisplay for Recovered {
+    fn mime_bundle(&self) -> MimeBundle {
+        let table = table_bundle(&self.contents.runs);
+        let html = format!(
+            "<p>{}</p>\n{}",
+            crate::display::escape_html(&self.describe()),
+            table.get("text/html").unwrap_or_default()
+        );
+        MimeBundle::new().with("text/html", html).with(
+            "text/plain",
+            format!("{}\n{}", self.describe(), self.contents.runs),
+        )
+    }
+}
+
+/// Loads the rows measured by the kernel process before this one: after an interrupted cell
+/// (which ends the process), the next cell calls this to get every finished request back, with
+/// the run that was cut short marked partial.
+///
+/// It reads the most recently written journal under `measured-rows/` (or the folder
+/// `INFPHYS_JOURNAL_DIR` names) other than this process's own.
+pub fn recover() -> crate::Result<Recovered> {
+    recover_from(&journal_dir(), &journal_path())
+}
+
+fn recover_from(dir: &std::path::Path, own: &std::path::Path) -> crate::Result<Recovered> {
+    let entries = std::fs::read_dir(dir).map_err(|source| crate::Error::Io {
+        action: "failed to list the journal folder",
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let newest = entries
+        .filter_map(std::result::Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jsonl") && path != own)
+        .filter_map(|path| Some((std::fs::metadata(&path).ok()?.modified().ok()?, path)))
+        .max_by_key(|(modified, _)| *modified);
+    let Some((_, path)) = newest else {
+        return Err(crate::error::invalid(
+            "journal folder",
+            dir.display(),
+            "expected a journal from an earlier kernel there; run a measuring cell first, or \
+             set INFPHYS_JOURNAL_DIR to the folder that has one",
+        ));
+    };
+    let contents = crate::journal::read_journal(&path)?;
+    Ok(Recovered { path, contents })
 }
 
 /// Builds a client for a measuring cell: [`crate::blocking::client`] with every finished request
@@ -679,6 +766,45 @@ pub fn client(target: &Target) -> crate::Result<crate::Client> {
 #[cfg(test)]
 mod journal_tests {
     use super::*;
+
+    #[test]
+    fn recover_reads_newest_other_journal() {
+        let dir = std::env::temp_dir().join(format!("infphys-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let own = dir.join("kernel-own.jsonl");
+
+        let message = recover_from(&dir, &own).unwrap_err().to_string();
+        assert!(message.contains("run a measuring cell first"), "{message}");
+
+        let older = crate::journal::Journal::open(dir.join("kernel-1.jsonl")).unwrap();
+        let id = older.start_run("baseline", "sim", 1).unwrap();
+        older.finish_run(id, "baseline", false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let newer = crate::journal::Journal::open(dir.join("kernel-2.jsonl")).unwrap();
+        let id = newer.start_run("c=8", "sim", 80).unwrap();
+        let row = crate::load::RequestRecord {
+            http_status: Some(200),
+            ..Default::default()
+        };
+        newer.append(id, "c=8", "sim", &[row]).unwrap();
+        // This process's own journal is newest, and is never the one recovered.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        crate::journal::Journal::open(&own).unwrap();
+
+        let recovered = recover_from(&dir, &own).unwrap();
+        assert_eq!(recovered.path, dir.join("kernel-2.jsonl"));
+        let description = recovered.describe();
+        assert!(
+            description.contains("recovered 1 rows of 1 runs"),
+            "{description}"
+        );
+        assert!(
+            description.contains("partial: c=8 (1 of 80 requests)"),
+            "{description}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn journal_path_is_per_kernel_process() {

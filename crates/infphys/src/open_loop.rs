@@ -181,7 +181,7 @@ pub async fn run_open_loop(
     });
 
     let label = format!("rate {} req/s", spec.rate_rps);
-    let records = collect(
+    let collected = collect(
         receiver,
         Meter::new(progress, label.clone(), schedule.len()),
         client,
@@ -193,9 +193,10 @@ pub async fn run_open_loop(
         total_requests: schedule.len(),
         timeout: spec.request.timeout,
         wall: target.to_server_time(started.elapsed()),
-        records,
+        records: collected.records,
         target: target.label(),
         offered_rps: Some(spec.rate_rps),
+        interrupted: collected.interrupted,
     })
 }
 
@@ -220,7 +221,12 @@ pub async fn rate_sweep(
             rate_rps,
             ..template.clone()
         };
-        runs.push(run_open_loop(client, &spec, progress).await?);
+        let run = run_open_loop(client, &spec, progress).await?;
+        let interrupted = run.interrupted;
+        runs.push(run);
+        if interrupted || client.is_stopped() {
+            break;
+        }
     }
     runs.sort_by(|a, b| {
         a.offered_rps

@@ -43,6 +43,11 @@ impl Meter {
     }
 
     /// Records one finished request and prints when a line is due or the run is complete.
+    /// Returns the number of requests the run will send.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
     pub(crate) fn tick(&mut self, ok: bool) {
         self.done += 1;
         if !ok {

@@ -78,64 +78,94 @@ impl Report {
 }
 
 /// Renders the lab's report for `results`; `target` is the line that says which server was
-/// measured.
+/// measured. A lab cut short by a stop signal gets a note saying so, the sections it measured,
+/// and tables whose `partial` column marks the run that was interrupted.
 pub fn render_report(
     results: &LabResults,
     target: &str,
     calibration: Option<&Calibration>,
 ) -> PolarsResult<String> {
-    let baseline_requests = results.baseline.requests_frame()?;
-    let sweep_summary = results.sweep.summary_frame()?;
-    let tokens = results.tokens.frame()?;
-    let overload_summary = results.overload.summary_frame()?;
-    let overload_timeout_s = results
-        .overload
-        .runs
-        .first()
-        .map_or(0.0, |r| r.timeout.as_secs_f64());
-
     let mut report = Report::new("Inference physics lab", target);
     if let Some(calibration) = calibration {
         report.calibration(calibration);
     }
-    report
-        .section(
-            "Baseline: single-request latency",
-            "Sequential requests, one at a time: the noise floor before any concurrency.",
-            &results.baseline.latency_summary_frame()?,
-        )
-        .chart(&charts::latency_histogram(
-            &baseline_requests,
-            "Baseline latency histogram",
-        )?)
-        .chart(&charts::latency_box(
-            &baseline_requests,
-            "Baseline latency box plot",
-        )?)
-        .section(
-            "Concurrency sweep: the p95 cliff",
-            "Throughput rises and then flattens; the tail percentiles climb once requests queue.",
-            &sweep_summary,
-        )
-        .chart(&charts::latency_vs_concurrency(&sweep_summary)?)
-        .chart(&charts::throughput_vs_concurrency(&sweep_summary)?)
-        .chart(&charts::error_rate_bars(&sweep_summary)?)
-        .section(
-            "Token budget: generation dominates",
-            "p95 latency for each prompt size and max_tokens.",
-            &tokens,
-        )
-        .chart(&charts::p95_vs_max_tokens(&tokens)?)
-        .chart(&charts::p95_heatmap(&tokens)?)
-        .section(
-            "Overload: backpressure and timeouts",
-            "A short timeout and rising concurrency: queueing first, then failures.",
-            &overload_summary,
-        )
-        .chart(&charts::overload_chart(
-            &overload_summary,
-            overload_timeout_s,
-        )?);
+    if results.is_partial() {
+        let missing: Vec<&str> = [
+            ("baseline", results.baseline.is_none()),
+            ("concurrency sweep", results.sweep.is_none()),
+            ("token budget", results.tokens.is_none()),
+            ("overload", results.overload.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+        let mut note = String::from(
+            "Interrupted: the lab was stopped before it finished. Every request that finished \
+             is here, and rows whose partial column is true come from a run that was cut short.",
+        );
+        if !missing.is_empty() {
+            note.push_str(&format!(" Not measured: {}.", missing.join(", ")));
+        }
+        report.paragraph(&note);
+    }
+
+    if let Some(baseline) = &results.baseline {
+        let baseline_requests = baseline.requests_frame()?;
+        report
+            .section(
+                "Baseline: single-request latency",
+                "Sequential requests, one at a time: the noise floor before any concurrency.",
+                &baseline.latency_summary_frame()?,
+            )
+            .chart(&charts::latency_histogram(
+                &baseline_requests,
+                "Baseline latency histogram",
+            )?)
+            .chart(&charts::latency_box(
+                &baseline_requests,
+                "Baseline latency box plot",
+            )?);
+    }
+    if let Some(sweep) = &results.sweep {
+        let sweep_summary = sweep.summary_frame()?;
+        report
+            .section(
+                "Concurrency sweep: the p95 cliff",
+                "Throughput rises and then flattens; the tail percentiles climb once requests queue.",
+                &sweep_summary,
+            )
+            .chart(&charts::latency_vs_concurrency(&sweep_summary)?)
+            .chart(&charts::throughput_vs_concurrency(&sweep_summary)?)
+            .chart(&charts::error_rate_bars(&sweep_summary)?);
+    }
+    if let Some(tokens) = &results.tokens {
+        let tokens = tokens.frame()?;
+        report
+            .section(
+                "Token budget: generation dominates",
+                "p95 latency for each prompt size and max_tokens.",
+                &tokens,
+            )
+            .chart(&charts::p95_vs_max_tokens(&tokens)?)
+            .chart(&charts::p95_heatmap(&tokens)?);
+    }
+    if let Some(overload) = &results.overload {
+        let overload_summary = overload.summary_frame()?;
+        let overload_timeout_s = overload
+            .runs
+            .first()
+            .map_or(0.0, |r| r.timeout.as_secs_f64());
+        report
+            .section(
+                "Overload: backpressure and timeouts",
+                "A short timeout and rising concurrency: queueing first, then failures.",
+                &overload_summary,
+            )
+            .chart(&charts::overload_chart(
+                &overload_summary,
+                overload_timeout_s,
+            )?);
+    }
     Ok(report.render())
 }
 

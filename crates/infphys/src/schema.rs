@@ -144,9 +144,18 @@ pub const REQUEST_COLUMNS: &[&str] = &[
     DISPATCH_LAG_S,
 ];
 
+/// Whether a run was stopped before it sent all its requests (Ctrl-C, or a journal whose run
+/// never finished); its rows are real but cover only part of the run.
+pub const PARTIAL: &str = "partial";
+/// Number of a run inside a journal, shared by its rows.
+pub const RUN_ID: &str = "run_id";
+/// Requests a run was meant to send.
+pub const PLANNED_REQUESTS: &str = "planned_requests";
+
 /// Columns of a latency summary (the baseline table), in order.
-pub const LATENCY_SUMMARY_COLUMNS: &[&str] =
-    &[N, MEAN_S, P50_S, P95_S, P99_S, MIN_S, MAX_S, ERR, TARGET];
+pub const LATENCY_SUMMARY_COLUMNS: &[&str] = &[
+    N, MEAN_S, P50_S, P95_S, P99_S, MIN_S, MAX_S, ERR, TARGET, PARTIAL,
+];
 
 /// Columns of a load summary (one row per concurrency level), in order: the original lab's
 /// columns and `target`, then the failure-aware percentiles and the streaming metrics.
@@ -173,8 +182,17 @@ pub const LOAD_SUMMARY_COLUMNS: &[&str] = &[
     ITL_P50_S,
     OUTPUT_TOK_PER_S,
     OFFERED_RPS,
+    PARTIAL,
 ];
 
 /// Columns of the token-budget grid (one row per prompt size and `max_tokens`), in order.
-pub const TOKEN_BUDGET_COLUMNS: &[&str] =
-    &[PROMPT_CHARS, MAX_TOKENS, P95_S, P50_S, OK, ERR, TARGET];
+pub const TOKEN_BUDGET_COLUMNS: &[&str] = &[
+    PROMPT_CHARS,
+    MAX_TOKENS,
+    P95_S,
+    P50_S,
+    OK,
+    ERR,
+    TARGET,
+    PARTIAL,
+];

@@ -431,20 +431,90 @@ async fn interrupted_run_keeps_rows_in_journal() {
         "the run finished before the interrupt"
     );
 
-    let (frame, skipped) = infphys::journal::read_journal(&path).unwrap();
-    assert_eq!(skipped, 0);
+    let contents = infphys::journal::read_journal(&path).unwrap();
+    assert_eq!(contents.skipped_lines, 0);
+    let frame = &contents.requests;
     assert!(frame.height() >= 5, "only {} rows survived", frame.height());
     assert!(frame.height() < 10_000);
     let ok = frame.column(schema::OK).unwrap().bool().unwrap();
     assert!(ok.iter().all(|v| v == Some(true)));
+    // The run never wrote its finish line, so it reads back as partial.
+    let partial = contents.partial_runs();
+    assert_eq!(partial.len(), 1, "{partial:?}");
+    assert_eq!(partial[0].2, Some(10_000));
 
     // The dropped run stops sending: the journal stops growing.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let settled = infphys::journal::read_journal(&path).unwrap().0.height();
+    let rows = |path| {
+        infphys::journal::read_journal(path)
+            .unwrap()
+            .requests
+            .height()
+    };
+    let settled = rows(&path);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rows(&path), settled);
+    let _ = std::fs::remove_dir_all(folder);
+}
+
+#[tokio::test]
+async fn stop_signal_returns_partial_rows() {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            REPLY
+        }),
+    );
+    let url = serve(app).await;
+    let folder = std::env::temp_dir().join(format!("infphys-stop-{}", std::process::id()));
+    let path = folder.join("requests.jsonl");
+    let journal = infphys::journal::Journal::create(&path).unwrap();
+    let stop = infphys::StopSignal::new();
+    let client = client_for(&url, None)
+        .with_journal(journal)
+        .with_stop(stop.clone());
+
+    // Raise the signal once five rows are on disk, as Ctrl-C in the CLI does; bounded by 1,000
+    // polls of 10 ms.
+    let watcher = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            for _ in 0..1000 {
+                let rows = std::fs::read_to_string(&path)
+                    .map(|text| text.matches("\"request_id\"").count())
+                    .unwrap_or(0);
+                if rows >= 5 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            stop.stop();
+        })
+    };
+    let request = ChatRequest::new("hi", 8);
+    let sweep = infphys::sweep(&client, &[2, 4, 8], 10_000, &request, Progress::Silent)
+        .await
+        .unwrap();
+    watcher.await.unwrap();
+
+    // The first level is cut short and the later levels never run.
+    assert_eq!(sweep.runs.len(), 1);
+    assert!(sweep.is_partial());
+    let run = &sweep.runs[0];
+    assert!(run.interrupted);
+    assert!(run.records.len() >= 5, "{} rows", run.records.len());
+    assert!(run.records.len() < 10_000);
+    let summary = sweep.summary_frame().unwrap();
+    let partial = summary.column(schema::PARTIAL).unwrap().bool().unwrap();
+    assert_eq!(partial.get(0), Some(true));
+
+    // The journal has exactly the rows the run returned, and marks the run interrupted.
+    let contents = infphys::journal::read_journal(&path).unwrap();
+    assert_eq!(contents.requests.height(), run.records.len());
     assert_eq!(
-        infphys::journal::read_journal(&path).unwrap().0.height(),
-        settled
+        contents.partial_runs(),
+        vec![("c=2".to_owned(), run.records.len(), Some(10_000))]
     );
     let _ = std::fs::remove_dir_all(folder);
 }
