@@ -159,6 +159,36 @@ const H100_NIM: [Published; 4] = [
     },
 ];
 
+/// The other rows of the same NIM 1.8.0 table: concurrency 5, 50, 150 and 250.
+/// The preset was not fitted to them, so they check that the fit holds
+/// between and beyond the four fitted rows.
+const H100_NIM_UNFITTED: [Published; 4] = [
+    Published {
+        concurrency: 5,
+        ttft: Some(16.8e-3),
+        itl: Some(4.58e-3),
+        tokens_per_second: 1077.0,
+    },
+    Published {
+        concurrency: 50,
+        ttft: Some(67.4e-3),
+        itl: Some(5.91e-3),
+        tokens_per_second: 8018.0,
+    },
+    Published {
+        concurrency: 150,
+        ttft: Some(346.5e-3),
+        itl: Some(9.81e-3),
+        tokens_per_second: 12989.0,
+    },
+    Published {
+        concurrency: 250,
+        ttft: Some(605.6e-3),
+        itl: Some(16.14e-3),
+        tokens_per_second: 12965.0,
+    },
+];
+
 /// genai-perf in concurrency mode as the NIM guide runs it: synthetic
 /// 200-token prompts with standard deviation 0, `max_tokens` and
 /// `min_tokens` 200 with `ignore_eos`, all clients started together.
@@ -305,6 +335,38 @@ fn h100_matches_nim_table() {
         } else {
             assert!(BAND.contains(&ttft), "TTFT at {concurrency} is {ttft:.2}x");
         }
+    }
+}
+
+#[test]
+fn h100_holds_on_unfitted_nim_rows() {
+    let physics = Preset::H100.physics();
+    let rows: Vec<_> = H100_NIM_UNFITTED
+        .iter()
+        .map(|published| (*published, nim_benchmark(published.concurrency)))
+        .collect();
+    let simulated = print_table(
+        "h100 vs NIM 1.8.0, rows not used in the fit",
+        &physics,
+        &rows,
+    );
+
+    for (published, metrics) in H100_NIM_UNFITTED.iter().zip(&simulated) {
+        let concurrency = published.concurrency;
+        let itl = ratio(metrics.itl, published.itl).unwrap();
+        assert!(BAND.contains(&itl), "ITL at {concurrency} is {itl:.2}x");
+        let throughput = metrics.tokens_per_second / published.tokens_per_second;
+        assert!(
+            BAND.contains(&throughput),
+            "throughput at {concurrency} is {throughput:.2}x"
+        );
+        // NOTE: TTFT misses here as at 25 and 100 (1.5x at 5, 3.5x at 50, 0.7x at
+        // 250), for the reason given there; only the documented spread is checked.
+        let ttft = ratio(metrics.ttft, published.ttft).unwrap();
+        assert!(
+            (0.5..=4.0).contains(&ttft),
+            "TTFT at {concurrency} is {ttft:.2}x, outside the documented 0.5x to 4x"
+        );
     }
 }
 
