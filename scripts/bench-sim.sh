@@ -133,6 +133,13 @@ mkdir -p "$(dirname "$OUT")"
     echo "at its first token instead, which removes the per-request connection and"
     echo "parsing time. Requests sent in the first $WARMUP_S s are not measured."
     echo
+    echo "The second table is the server's own view, from its"
+    echo "\`infphys:token_emit_lateness_seconds\` histogram in \`/metrics\`, read when"
+    echo "the warm-up ends and after the last request: how long after its scheduled"
+    echo "wall time each token chunk was handed to its connection. It leaves out the"
+    echo "client's scheduling, so the two tables split the lateness between server"
+    echo "and client. Its quantiles are bucket upper bounds."
+    echo
     echo "Command: \`scripts/bench-sim.sh\` (CLIENT_COUNTS=\"$CLIENT_COUNTS\", DURATION_S=$DURATION_S,"
     echo "WARMUP_S=$WARMUP_S, MAX_TOKENS=$MAX_TOKENS, PRESET=$PRESET). It runs the \`sim_server\`"
     echo "and \`stream_lateness\` examples of \`crates/infphys-sim\`, release builds."
@@ -148,5 +155,11 @@ echo "wrote $OUT"
 # The 1 ms precision checks are ignored in the test suite, because they depend on the machine's
 # load; run them here, where the reader expects a measurement.
 echo "precision tests (the simulator's record against what clients receive):"
-cargo test -p infphys-sim --test stream_timing -- --ignored --nocapture
-cargo test -p infphys --test timing_match -- --ignored --nocapture
+# A failure here is a measurement of this machine at this moment, reported but not fatal.
+precision_failed=0
+cargo test -p infphys-sim --test stream_timing -- --ignored --nocapture || precision_failed=1
+cargo test -p infphys --test timing_match -- --ignored --nocapture || precision_failed=1
+if [ "$precision_failed" = 1 ]; then
+    echo "a 1 ms precision test failed on this run; see its output above" >&2
+    exit 1
+fi

@@ -251,6 +251,94 @@ fn table_row(name: &str, values: &[f64]) -> String {
     )
 }
 
+/// Cumulative bucket counts (upper bound in seconds, count) and the sum of the server's
+/// `infphys:token_emit_lateness_seconds` histogram.
+#[derive(Debug, Clone, Default)]
+struct EmitHistogram {
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+}
+
+/// Reads the emit-lateness histogram from the server's `/metrics`.
+async fn emit_histogram(client: &reqwest::Client, url: &str) -> Result<EmitHistogram, String> {
+    let name = "infphys:token_emit_lateness_seconds";
+    let text = client
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|error| format!("failed to read {url}/metrics: {error}"))?
+        .text()
+        .await
+        .map_err(|error| format!("failed to read {url}/metrics: {error}"))?;
+    let mut histogram = EmitHistogram::default();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if series.starts_with(&format!("{name}_bucket")) {
+            let bound = series
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(|le| {
+                    if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().unwrap_or(f64::NAN)
+                    }
+                })
+                .unwrap_or(f64::NAN);
+            histogram.buckets.push((bound, value));
+        } else if series.starts_with(&format!("{name}_sum")) {
+            histogram.sum = value;
+        }
+    }
+    if histogram.buckets.is_empty() {
+        return Err(format!(
+            "{url}/metrics has no {name}; is it an infphys simulator?"
+        ));
+    }
+    Ok(histogram)
+}
+
+/// Prints the server-side row: the counts between `before` and `after`, with each quantile as
+/// the upper bound of the bucket it falls in.
+fn print_emit_row(before: &EmitHistogram, after: &EmitHistogram) {
+    let buckets: Vec<(f64, f64)> = after
+        .buckets
+        .iter()
+        .zip(&before.buckets)
+        .map(|(&(bound, late), &(_, early))| (bound, late - early))
+        .collect();
+    let count = buckets.last().map_or(0.0, |&(_, cumulative)| cumulative);
+    if count == 0.0 {
+        println!("| Token chunk handed to its connection | 0 | - | - | - |");
+        return;
+    }
+    let bound_at = |q: f64| {
+        let bound = buckets
+            .iter()
+            .find(|&&(_, cumulative)| cumulative >= q * count)
+            .map_or(f64::INFINITY, |&(bound, _)| bound);
+        if bound.is_finite() {
+            format!("≤ {:.3}", bound * 1e3)
+        } else {
+            "> 1000".to_string()
+        }
+    };
+    let mean_ms = (after.sum - before.sum) / count * 1e3;
+    println!(
+        "| Token chunk handed to its connection | {count:.0} | {} | {} | mean {mean_ms:.3} |",
+        bound_at(0.5),
+        bound_at(0.99)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let settings = match parse_settings() {
@@ -268,6 +356,15 @@ async fn main() {
 
     let samples = Arc::new(Mutex::new(Samples::default()));
     let started = Instant::now();
+    // The server's own histogram, read when the warm-up ends and after the last request.
+    let emit_before = {
+        let client = client.clone();
+        let settings = Arc::clone(&settings);
+        tokio::spawn(async move {
+            tokio::time::sleep(settings.warmup).await;
+            emit_histogram(&client, &settings.url).await
+        })
+    };
     let tasks: Vec<_> = (0..settings.clients)
         .map(|_| {
             tokio::spawn(run_client(
@@ -282,6 +379,8 @@ async fn main() {
         task.await.expect("client task panicked");
     }
     let elapsed = started.elapsed();
+    let emit_before = emit_before.await.expect("the metrics task panicked");
+    let emit_after = emit_histogram(&client, &settings.url).await;
 
     let samples = samples.lock().unwrap();
     println!(
@@ -306,4 +405,16 @@ async fn main() {
         "{}",
         table_row("Later tokens, from first token", &samples.after_first)
     );
+
+    // The same tokens seen by the server: from each chunk's scheduled wall time to the moment
+    // its stream hands it to the connection, so the client's scheduling is left out.
+    println!();
+    println!(
+        "| Lateness at the server, handed over minus scheduled | Chunks | p50 (ms) | p99 (ms) | mean (ms) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    match (emit_before, emit_after) {
+        (Ok(before), Ok(after)) => print_emit_row(&before, &after),
+        (Err(error), _) | (_, Err(error)) => println!("| (not measured: {error}) | | | | |"),
+    }
 }

@@ -35,6 +35,8 @@ pub(crate) struct AppState {
     pub(crate) config: SimConfig,
     pub(crate) replicas: Replicas,
     pub(crate) next_id: AtomicU64,
+    /// Lateness of every streamed token chunk, for `/metrics`.
+    pub(crate) emit_lateness: Arc<metrics::EmitLateness>,
 }
 
 /// Builds the routes of the simulated server.
@@ -774,6 +776,7 @@ async fn chat_completions(
             events,
             guard,
             request.include_usage,
+            Arc::clone(&state.emit_lateness),
         ));
     }
 
@@ -940,6 +943,7 @@ struct StreamState {
     /// The connection closes once `queued` is empty.
     drop_connection: bool,
     done: bool,
+    emit_lateness: Arc<metrics::EmitLateness>,
 }
 
 /// Streams one chunk per token at the wall time the engine produces it,
@@ -957,6 +961,7 @@ fn stream_response(
     events: mpsc::UnboundedReceiver<Event>,
     guard: AbortGuard,
     include_usage: bool,
+    emit_lateness: Arc<metrics::EmitLateness>,
 ) -> Response {
     let token_chunk = TokenChunkTemplate::new(&context, include_usage);
     let state = StreamState {
@@ -970,6 +975,7 @@ fn stream_response(
         send_times: Vec::new(),
         drop_connection: false,
         done: false,
+        emit_lateness,
     };
     let chunks = futures_util::stream::unfold(state, |mut state| async move {
         loop {
@@ -1023,6 +1029,9 @@ impl StreamState {
     async fn send_token(&mut self, index: usize, produced: Duration) {
         let send_at = self.delivery.send_time(index, produced);
         self.delivery.wait_until(send_at).await;
+        let scheduled = self.delivery.clock.wall_at(send_at);
+        self.emit_lateness
+            .observe(std::time::Instant::now().saturating_duration_since(scheduled));
         let sent = self.send_times.len();
         if self.delivery.drop_at == Some(sent) {
             tracing::debug!(
@@ -1091,7 +1100,7 @@ async fn health_ready() -> Json<Value> {
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.replicas.stats();
     let latency = state.replicas.latency();
-    let body = metrics::render(&stats, &latency, &state.config.model);
+    let body = metrics::render(&stats, &latency, &state.emit_lateness, &state.config.model);
     (
         [(
             header::CONTENT_TYPE,

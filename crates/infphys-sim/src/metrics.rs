@@ -1,6 +1,7 @@
 //! Server metrics in the Prometheus text format, with vLLM's metric names.
 
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::engine::{EngineStats, Finished};
@@ -20,6 +21,63 @@ const E2E_BOUNDS: &[f64] = &[
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
     480.0, 960.0, 1920.0, 7680.0,
 ];
+
+/// Bucket bounds of `infphys:token_emit_lateness_seconds`, in wall seconds: fine below 1 ms,
+/// where the streaming precision target lies.
+const EMIT_LATENESS_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
+    0.035, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Histogram of how late streamed token chunks are handed to their connection, compared with the wall time
+/// of their virtual-time schedule. Every stream records into it, so it counts with atomics
+/// rather than behind a lock.
+#[derive(Debug)]
+pub(crate) struct EmitLateness {
+    /// Observations per bucket of [`EMIT_LATENESS_BOUNDS`], plus one above every bound.
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for EmitLateness {
+    fn default() -> Self {
+        EmitLateness {
+            counts: (0..=EMIT_LATENESS_BOUNDS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl EmitLateness {
+    /// Records one chunk handed over `late` after its scheduled wall time.
+    pub(crate) fn observe(&self, late: Duration) {
+        let seconds = late.as_secs_f64();
+        let bucket = EMIT_LATENESS_BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(EMIT_LATENESS_BOUNDS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Returns the counts so far as a [`Histogram`].
+    fn snapshot(&self) -> Histogram {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        Histogram {
+            bounds: EMIT_LATENESS_BOUNDS,
+            count: counts.iter().sum(),
+            counts,
+            sum: self.sum_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
+    }
+}
 
 /// Prometheus histogram with fixed upper bounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,7 +171,12 @@ impl LatencyMetrics {
 }
 
 /// Writes the gauges, counters and histograms in the Prometheus text format 0.0.4.
-pub(crate) fn render(stats: &EngineStats, latency: &LatencyMetrics, model: &str) -> String {
+pub(crate) fn render(
+    stats: &EngineStats,
+    latency: &LatencyMetrics,
+    emit_lateness: &EmitLateness,
+    model: &str,
+) -> String {
     let model = model.replace('\\', "\\\\").replace('"', "\\\"");
     let labels = format!("model_name=\"{model}\"");
     let series: [(&str, &str, &str, String); 6] = [
@@ -183,6 +246,15 @@ pub(crate) fn render(stats: &EngineStats, latency: &LatencyMetrics, model: &str)
         let _ = write!(body, "# HELP {name} {help}\n# TYPE {name} histogram\n");
         histogram.write(&mut body, name, &labels);
     }
+
+    // The simulator's own precision, with no vLLM counterpart.
+    let name = "infphys:token_emit_lateness_seconds";
+    let _ = write!(
+        body,
+        "# HELP {name} Histogram of how late streamed token chunks are handed to their \
+         connection after their scheduled time, in wall seconds.\n# TYPE {name} histogram\n"
+    );
+    emit_lateness.snapshot().write(&mut body, name, &labels);
     body
 }
 

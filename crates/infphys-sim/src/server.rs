@@ -67,6 +67,7 @@ fn start_engines(config: &SimConfig) -> Result<Arc<AppState>, SimError> {
         config: config.clone(),
         replicas: Replicas::new(engines, config.routing, clock, latency),
         next_id: AtomicU64::new(0),
+        emit_lateness: Arc::default(),
     };
     Ok(Arc::new(state))
 }

@@ -214,3 +214,66 @@ async fn metrics_text_parses_and_counts() {
     let tpot_mean = value_of(&samples, "vllm:time_per_output_token_seconds_sum") / token_gaps;
     assert!((0.02..0.1).contains(&tpot_mean), "mean TPOT {tpot_mean} s");
 }
+
+#[tokio::test]
+async fn streamed_tokens_count_in_emit_lateness() {
+    let config = SimConfig {
+        time_scale: 100.0,
+        ..SimConfig::new(Preset::Classroom)
+    };
+    let server = infphys_sim::spawn(config).unwrap();
+    let client = reqwest::Client::new();
+    let metrics = || async {
+        let text = client
+            .get(format!("{}/metrics", server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parse_exposition(&text)
+    };
+    let name = "infphys:token_emit_lateness_seconds";
+
+    // A non-streamed reply has no chunks to time.
+    let (samples, types) = metrics().await;
+    assert_eq!(types.get(name).map(String::as_str), Some("histogram"));
+    assert_eq!(value_of(&samples, &format!("{name}_count")), 0.0);
+
+    let mut body = common::lab_body(24);
+    body["stream"] = serde_json::json!(true);
+    body["stream_options"] = serde_json::json!({"include_usage": true});
+    let text = client
+        .post(format!("{}/v1/chat/completions", server.base_url()))
+        .json(&body)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let usage: Value = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find_map(|event| event.get("usage").filter(|u| !u.is_null()).cloned())
+        .expect("the stream ends with usage");
+    let tokens = usage["completion_tokens"].as_f64().unwrap();
+
+    // One observation per token chunk, each in a bucket no lower than the one before.
+    let (samples, _) = metrics().await;
+    assert_eq!(value_of(&samples, &format!("{name}_count")), tokens);
+    let buckets: Vec<&Sample> = samples
+        .iter()
+        .filter(|sample| sample.name == format!("{name}_bucket"))
+        .collect();
+    assert!(buckets.len() > 5);
+    assert!(
+        buckets
+            .windows(2)
+            .all(|pair| pair[1].value >= pair[0].value)
+    );
+    assert_eq!(buckets.last().unwrap().value, tokens);
+}
