@@ -29,8 +29,8 @@ const EMIT_LATENESS_BOUNDS: &[f64] = &[
     0.035, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// Histogram of how late streamed token chunks are handed to their connection, compared with the wall time
-/// of their virtual-time schedule. Every stream records into it, so it counts with atomics
+/// Histogram of how late streamed token chunks are handed to their connection, compared with
+/// the wall time of their virtual-time schedule. Every stream records into it, so it counts with atomics
 /// rather than behind a lock.
 #[derive(Debug)]
 pub(crate) struct EmitLateness {
