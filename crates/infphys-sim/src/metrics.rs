@@ -30,8 +30,8 @@ const EMIT_LATENESS_BOUNDS: &[f64] = &[
 ];
 
 /// Histogram of how late streamed token chunks are handed to their connection, compared with
-/// the wall time of their virtual-time schedule. Every stream records into it, so it counts with atomics
-/// rather than behind a lock.
+/// the wall time of their virtual-time schedule. Every stream records into it, so it counts
+/// with atomics rather than behind a lock.
 #[derive(Debug)]
 pub(crate) struct EmitLateness {
     /// Observations per bucket of [`EMIT_LATENESS_BOUNDS`], plus one above every bound.
