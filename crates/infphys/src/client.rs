@@ -575,6 +575,10 @@ fn parse_reply(
         ));
     }
 
+    if let Some(reply) = parse_typed_reply(body, status, latency) {
+        return Ok(reply);
+    }
+    // The general path: slower, but it names what is wrong with an unusual body.
     let json: Value = serde_json::from_slice(body).map_err(|e| {
         fail(
             ErrorKind::Decode,
@@ -615,6 +619,68 @@ fn parse_reply(
         usage,
         stream: None,
         server_timing: json.get("infphys").cloned(),
+    })
+}
+
+/// The fields of a chat completion that the client reads, borrowing the text where it has no
+/// escapes. Parsing into it skips building a `serde_json::Value` tree of the whole body.
+#[derive(serde::Deserialize)]
+struct TypedReply<'a> {
+    #[serde(borrow)]
+    choices: Vec<TypedChoice<'a>>,
+    #[serde(default)]
+    usage: Option<TypedUsage>,
+    #[serde(default)]
+    infphys: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<TypedMessage<'a>>,
+    #[serde(default, borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u32>,
+    #[serde(default)]
+    completion_tokens: Option<u32>,
+}
+
+/// Parses a well-formed reply with text through [`TypedReply`]; returns `None` for anything
+/// else (invalid JSON, no choices, no text, unusual field types), which the general path then
+/// reports as it always has.
+fn parse_typed_reply(body: &[u8], status: u16, latency: Duration) -> Option<ChatReply> {
+    let reply: TypedReply = serde_json::from_slice(body).ok()?;
+    let choice = reply.choices.first()?;
+    let content = choice
+        .message
+        .as_ref()
+        .and_then(|message| message.content.as_deref())
+        .or(choice.text.as_deref())?;
+    let text = content.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(ChatReply {
+        text: text.to_owned(),
+        latency,
+        status,
+        usage: reply.usage.map(|usage| Usage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }),
+        stream: None,
+        server_timing: reply.infphys,
     })
 }
 
@@ -675,6 +741,35 @@ mod tests {
                 completion_tokens: Some(2)
             })
         );
+    }
+
+    #[test]
+    fn typed_and_general_paths_agree() {
+        // Each body goes through the typed path; the unusual ones fall back to the general
+        // path, and both must give the same reply.
+        let bodies = [
+            r#"{"choices":[{"message":{"content":"tab\tand \"quotes\" \u00e9"}}],"usage":{"prompt_tokens":3,"completion_tokens":4},"infphys":{"queued_s":0.5}}"#,
+            r#"{"choices":[{"text":"plain"}],"usage":null}"#,
+            r#"{"choices":[{"message":{"content":"float usage"}}],"usage":{"prompt_tokens":3.0}}"#,
+            r#"{"choices":[{"message":"not an object","text":"from text"}]}"#,
+        ];
+        let expected = [
+            ("tab\tand \"quotes\" é", Some((Some(3), Some(4)))),
+            ("plain", None),
+            ("float usage", Some((None, None))),
+            ("from text", None),
+        ];
+        for (body, (text, usage)) in bodies.iter().zip(expected) {
+            let reply = parse(200, body).unwrap();
+            assert_eq!(reply.text, text, "{body}");
+            let counts = reply.usage.map(|u| (u.prompt_tokens, u.completion_tokens));
+            assert_eq!(counts, usage, "{body}");
+        }
+        let timed = parse(200, bodies[0]).unwrap();
+        assert_eq!(timed.server_timing, Some(json!({"queued_s": 0.5})));
+        // Empty text is a failure on either path.
+        let empty = parse(200, r#"{"choices":[{"message":{"content":"  "}}]}"#).unwrap_err();
+        assert_eq!(empty.kind, ErrorKind::Empty);
     }
 
     #[test]
