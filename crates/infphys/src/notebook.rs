@@ -487,6 +487,94 @@ mod tests {
         plot
     }
 
+    fn traces_of(plot: &Plot) -> Vec<serde_json::Value> {
+        let json: serde_json::Value = serde_json::from_str(&plot.to_json()).unwrap();
+        json["data"].as_array().unwrap().clone()
+    }
+
+    #[test]
+    fn line_chart_skips_missing_points() {
+        let frame = df!(
+            "concurrency" => [1.0, 2.0, 4.0],
+            "ttft_p50_s" => [Some(0.1), None, Some(0.4)],
+            "ttft_p95_s" => [0.2, 0.3, f64::NAN],
+        )
+        .unwrap();
+        let plot = line_chart(
+            &frame,
+            "concurrency",
+            &["ttft_p50_s", "ttft_p95_s"],
+            "t",
+            "s",
+        )
+        .unwrap();
+        let traces = traces_of(&plot);
+        assert_eq!(traces.len(), 2);
+        assert_eq!(traces[0]["name"], "ttft_p50_s");
+        assert_eq!(traces[0]["x"], serde_json::json!([1.0, 4.0]));
+        assert_eq!(traces[1]["y"], serde_json::json!([0.2, 0.3]));
+        assert!(line_chart(&frame, "concurrency", &["absent"], "t", "s").is_err());
+    }
+
+    #[test]
+    fn scatter_and_histogram_have_one_trace_per_frame() {
+        let open = df!("sent_s" => [0.0, 0.5, 1.5], "ttft_s" => [0.1, 0.2, 0.3]).unwrap();
+        let closed = df!("sent_s" => [0.0, 2.0], "ttft_s" => [0.1, f64::INFINITY]).unwrap();
+        let frames = [("open", &open), ("closed", &closed)];
+
+        let scatter = traces_of(&scatter_chart(&frames, "sent_s", "ttft_s", "t", "s").unwrap());
+        assert_eq!(scatter.len(), 2);
+        assert_eq!(
+            scatter[1]["x"],
+            serde_json::json!([0.0]),
+            "non-finite points are left out"
+        );
+
+        let histogram = traces_of(&count_histogram(&frames, "sent_s", 1.0, "t").unwrap());
+        assert_eq!(histogram.len(), 2);
+        assert_eq!(histogram[0]["name"], "open");
+        assert_eq!(histogram[0]["xbins"]["size"], 1.0);
+        assert_eq!(histogram[0]["xbins"]["end"], 2.5);
+    }
+
+    #[test]
+    fn retry_frame_counts_requests_and_attempts() {
+        use crate::client::ErrorKind;
+        use crate::load::RequestRecord;
+
+        let attempt = |request_id, attempt, ok: bool| RequestRecord {
+            request_id,
+            attempt,
+            http_status: Some(if ok { 200 } else { 429 }),
+            error_kind: (!ok).then_some(ErrorKind::HttpStatus),
+            ..RequestRecord::default()
+        };
+        // Request 0 succeeds at once, request 1 on its second attempt, request 2 never.
+        let run = LoadRun {
+            concurrency: 2,
+            total_requests: 3,
+            timeout: Duration::from_secs(5),
+            wall: Duration::from_secs(2),
+            records: vec![
+                attempt(0, 1, true),
+                attempt(1, 1, false),
+                attempt(1, 2, true),
+                attempt(2, 1, false),
+                attempt(2, 2, false),
+            ],
+            target: "sim".into(),
+            offered_rps: None,
+            interrupted: false,
+        };
+        let frame = retry_frame(&[("with retries", &run)]).unwrap();
+        let value = |name: &str| frame.column(name).unwrap().as_materialized_series().clone();
+        assert_eq!(value("requests").u64().unwrap().get(0), Some(3));
+        assert_eq!(value("attempts").u64().unwrap().get(0), Some(5));
+        assert_eq!(value("failed_requests").u64().unwrap().get(0), Some(1));
+        assert_eq!(value("attempt_error_rate").f64().unwrap().get(0), Some(0.6));
+        assert_eq!(value("attempts_per_s").f64().unwrap().get(0), Some(2.5));
+    }
+
     #[test]
     fn protocol_wraps_each_mime_type() {
         let bundle = MimeBundle::new()
