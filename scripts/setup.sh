@@ -4,7 +4,7 @@
 #   1. A Python venv with JupyterLab, nbclient, nbconvert and plotly, pinned, at
 #      ${INFPHYS_CACHE:-~/.cache/infphys}/venv.
 #   2. evcxr_jupyter $EVCXR_VERSION (the Rust kernel), built by cargo only when it is missing
-#      or another version: 20 to 40 minutes on 2 cores.
+#      or another version: 10 to 40 minutes on 2 cores.
 #   3. The kernel registered with Jupyter as "rust", twice: evcxr's own spec, and one under
 #      $INFPHYS_CACHE/jupyter that the lab and the tests use (see scripts/notebook/env.sh).
 #   4. mold, the linker evcxr prefers, and Chromium for the tests, installed with apt-get when
@@ -53,7 +53,7 @@ command -v cargo >/dev/null || die "cargo not found; install Rust with rustup fi
 installed=$(installed_evcxr_version)
 if [[ "$installed" != "$EVCXR_VERSION" || ! -x "$EVCXR_JUPYTER" ]]; then
     log "building evcxr_jupyter $EVCXR_VERSION (installed: ${installed:-none})."
-    log "This takes 20 to 40 minutes on 2 cores, and happens once."
+    log "This takes 10 to 40 minutes on 2 cores, and happens once."
     cargo install evcxr_jupyter --version "$EVCXR_VERSION" --locked
 fi
 log "evcxr_jupyter $EVCXR_VERSION: $EVCXR_JUPYTER"
