@@ -180,11 +180,11 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
     /// Sequential requests to send.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 12, value_parser = parse_count::<u64>)]
     pub requests: u64,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
     pub max_tokens: u32,
 
     /// Sampling temperature.
@@ -208,7 +208,7 @@ pub struct SweepArgs {
     pub concurrency: Option<Vec<usize>>,
 
     /// Requests per level; default 80 (overload: 60).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = parse_count::<u64>)]
     pub requests: Option<u64>,
 
     /// Timeout per request, such as 60s or 5s; default 60s (overload: 5s).
@@ -216,7 +216,7 @@ pub struct SweepArgs {
     pub timeout: Option<Duration>,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
     pub max_tokens: u32,
 
     #[command(flatten)]
@@ -231,11 +231,11 @@ pub struct TokensArgs {
     pub prompt_sizes: Vec<usize>,
 
     /// max_tokens values, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256", value_parser = parse_count::<u32>)]
     pub max_tokens: Vec<u32>,
 
     /// Sequential requests per cell.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 6, value_parser = parse_count::<u64>)]
     pub repeats: u64,
 
     /// Timeout per request.
@@ -267,11 +267,11 @@ pub struct StreamArgs {
     pub concurrency: Vec<usize>,
 
     /// Requests per level.
-    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 40, value_parser = parse_count::<u64>)]
     pub requests: u64,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
     pub max_tokens: u32,
 
     /// Timeout per request.
@@ -326,7 +326,7 @@ pub struct RateArgs {
     pub seed: u64,
 
     /// Most requests scheduled per rate.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 200, value_parser = parse_count::<u64>)]
     pub requests: u64,
 
     /// Maximum schedule length per rate, in server time.
@@ -343,7 +343,7 @@ pub struct RateArgs {
     pub stream: bool,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
     pub max_tokens: u32,
 
     /// Timeout per request.
@@ -362,6 +362,16 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err(format!(
             "invalid rate {text:?}: expected requests per second greater than 0, such as 0.5,1,2"
+        )),
+    }
+}
+
+/// Parses a count that must be at least 1, such as a number of requests or `max_tokens`.
+pub fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> Result<T, String> {
+    match text.trim().parse::<T>() {
+        Ok(count) if count >= T::from(1) => Ok(count),
+        _ => Err(format!(
+            "invalid count {text:?}: expected a whole number of at least 1, such as 80"
         )),
     }
 }
@@ -441,6 +451,12 @@ mod tests {
             );
         }
         assert_eq!(parse_rate("2.5"), Ok(2.5));
+        assert_eq!(parse_count::<u64>("80"), Ok(80));
+        for bad in ["0", "-1", "1.5", "many"] {
+            let message = parse_count::<u32>(bad).unwrap_err();
+            assert!(message.contains(&format!("{bad:?}")), "{message}");
+            assert!(message.contains("at least 1"), "{message}");
+        }
     }
 
     #[test]

@@ -66,7 +66,10 @@ fn main() -> ExitCode {
     let code = match outcome {
         Some(Ok(())) if !interrupted => return ExitCode::SUCCESS,
         Some(Ok(())) => {
-            eprintln!("interrupted: the tables and report above cover only what was measured");
+            eprintln!(
+                "interrupted: the tables and files written cover only what was measured, and \
+                 the run that was cut short is marked partial"
+            );
             ExitCode::from(130)
         }
         Some(Err(error)) => {

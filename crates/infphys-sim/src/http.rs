@@ -1089,6 +1089,11 @@ async fn list_models(State(state): State<Arc<AppState>>) -> Json<Value> {
             "owned_by": "infphys-sim",
             "max_model_len": state.config.physics.max_model_len,
         }],
+        // Lets a client that reaches this simulator by URL report durations in server time.
+        "infphys": {
+            "preset": state.config.preset.name(),
+            "time_scale": state.config.time_scale,
+        },
     }))
 }
 

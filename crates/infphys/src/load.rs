@@ -174,7 +174,7 @@ impl LoadSpec {
 pub struct LoadRun {
     /// Maximum requests in flight.
     pub concurrency: usize,
-    /// Requests sent.
+    /// Requests sent; for an interrupted run, the requests that finished before the stop.
     pub total_requests: usize,
     /// Client timeout per request.
     pub timeout: Duration,
@@ -363,7 +363,7 @@ pub(crate) async fn run_load_labelled(
     .await;
     Ok(LoadRun {
         concurrency: spec.concurrency,
-        total_requests: total,
+        total_requests: collected.total_requests(total),
         timeout: spec.request.timeout,
         wall: client.target().to_server_time(started.elapsed()),
         records: collected.records,
@@ -435,6 +435,19 @@ pub(crate) async fn execute(
 pub(crate) struct Collected {
     pub records: Vec<RequestRecord>,
     pub interrupted: bool,
+}
+
+impl Collected {
+    /// Returns the requests the run sent: `planned`, or for an interrupted run the requests
+    /// that have rows, so a partial summary's total matches its `ok` plus `err`.
+    pub fn total_requests(&self, planned: usize) -> usize {
+        if !self.interrupted {
+            return planned;
+        }
+        let ids: std::collections::HashSet<u64> =
+            self.records.iter().map(|r| r.request_id).collect();
+        ids.len()
+    }
 }
 
 /// Receives every request's rows until all senders are gone or the client's stop signal is

@@ -190,7 +190,7 @@ pub async fn run_open_loop(
     .await;
     Ok(LoadRun {
         concurrency: concurrency as usize,
-        total_requests: schedule.len(),
+        total_requests: collected.total_requests(schedule.len()),
         timeout: spec.request.timeout,
         wall: target.to_server_time(started.elapsed()),
         records: collected.records,

@@ -158,7 +158,9 @@ pub fn render_report(
         report
             .section(
                 "Overload: backpressure and timeouts",
-                "A short timeout and rising concurrency: queueing first, then failures.",
+                "A short timeout and rising concurrency: queueing first, then failures. \
+                 throughput_rps counts failed requests too, as the original lab does, so it rises \
+                 with the error rate; ok divided by wall_s is the rate of successful requests.",
                 &overload_summary,
             )
             .chart(&charts::overload_chart(

@@ -222,6 +222,13 @@ pub enum TargetKind {
         /// The simulator preset's name.
         preset: String,
     },
+    /// An infphys simulator started elsewhere (`infphys sim`) and reached by URL. It names its
+    /// preset and time scale in `GET /v1/models`, so durations are still reported in server
+    /// time.
+    RemoteSimulator {
+        /// The simulator preset's name.
+        preset: String,
+    },
 }
 
 /// A server to measure, ready for requests.
@@ -306,6 +313,18 @@ impl Target {
         })
     }
 
+    /// Marks a server target as an infphys simulator when the probe found one, adopting its
+    /// time scale so that durations are reported in its server time.
+    fn with_probe(mut self, probed: Option<RemoteSimulator>) -> Self {
+        if let Some(simulator) = probed {
+            self.kind = TargetKind::RemoteSimulator {
+                preset: simulator.preset,
+            };
+            self.time_scale = simulator.time_scale;
+        }
+        self
+    }
+
     /// Base URL without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -362,6 +381,9 @@ impl Target {
             TargetKind::Server => format!("{} ({})", self.base_url, self.model),
             TargetKind::Simulator { preset } if self.time_scale == 1.0 => format!("sim:{preset}"),
             TargetKind::Simulator { preset } => format!("sim:{preset} x{}", self.time_scale),
+            TargetKind::RemoteSimulator { preset } => {
+                format!("{} (sim:{preset} x{})", self.base_url, self.time_scale)
+            }
         }
     }
 
@@ -379,6 +401,11 @@ impl Target {
                  set NIM_BASE_URL to measure a real server",
                 self.time_scale, self.base_url
             ),
+            TargetKind::RemoteSimulator { preset } => format!(
+                "Target: an infphys simulator at {} (preset {preset}, time scale {}, model {}); \
+                 durations are reported in its server time",
+                self.base_url, self.time_scale, self.model
+            ),
         }
     }
 }
@@ -392,20 +419,21 @@ pub async fn resolve(spec: &TargetSpec) -> Result<Target> {
     match &spec.base_url {
         BaseUrl::Url(url) => {
             let target = Target::server(url, &spec.chat_path, &spec.model, spec.api_key.clone())?;
-            probe(url).await.map_err(|cause| Error::Unreachable {
+            let probed = probe(url).await.map_err(|cause| Error::Unreachable {
                 url: target.chat_url(),
                 cause,
             })?;
-            Ok(target)
+            Ok(target.with_probe(probed))
         }
         BaseUrl::Simulator => start_simulator(spec),
         BaseUrl::Unset => match probe(DEFAULT_BASE_URL).await {
-            Ok(()) => Target::server(
+            Ok(probed) => Ok(Target::server(
                 DEFAULT_BASE_URL,
                 &spec.chat_path,
                 &spec.model,
                 spec.api_key.clone(),
-            ),
+            )?
+            .with_probe(probed)),
             Err(cause) => {
                 // The caller shows `Target::describe`, the one loud line; this is for debugging.
                 tracing::debug!(url = DEFAULT_BASE_URL, %cause, "no server answered; starting the built-in simulator");
@@ -429,16 +457,50 @@ fn start_simulator(_spec: &TargetSpec) -> Result<Target> {
     ))
 }
 
-async fn probe(base_url: &str) -> Result<(), String> {
+/// What `GET {base}/v1/models` said about an infphys simulator behind the URL.
+#[derive(Debug, Clone, PartialEq)]
+struct RemoteSimulator {
+    preset: String,
+    time_scale: f64,
+}
+
+/// Checks that a server answers at `base_url`, and reads the preset and time scale when it is
+/// an infphys simulator.
+async fn probe(base_url: &str) -> Result<Option<RemoteSimulator>, String> {
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
-    match client.get(format!("{base_url}/v1/models")).send().await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(crate::client::describe_reqwest_error(&e)),
+    let response = client
+        .get(format!("{base_url}/v1/models"))
+        .send()
+        .await
+        .map_err(|e| crate::client::describe_reqwest_error(&e))?;
+    // Any answer proves the server is up; only a small JSON body is worth reading.
+    if response
+        .content_length()
+        .is_some_and(|length| length > 64 * 1024)
+    {
+        return Ok(None);
     }
+    let Ok(body) = response.json::<serde_json::Value>().await else {
+        return Ok(None);
+    };
+    Ok(remote_simulator(&body))
+}
+
+fn remote_simulator(models: &serde_json::Value) -> Option<RemoteSimulator> {
+    let info = models.get("infphys")?;
+    let time_scale = info.get("time_scale")?.as_f64()?;
+    (time_scale.is_finite() && time_scale > 0.0).then(|| RemoteSimulator {
+        preset: info
+            .get("preset")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned(),
+        time_scale,
+    })
 }
 
 #[cfg(test)]
@@ -513,6 +575,46 @@ mod tests {
             .to_string();
         assert!(message.contains("must start with '/'"), "{message}");
         assert!(message.contains("/v1/chat/completions"), "{message}");
+    }
+
+    #[cfg(feature = "sim")]
+    #[tokio::test]
+    async fn simulator_reached_by_url_keeps_its_time_scale() {
+        let config = infphys_sim::SimConfig {
+            time_scale: 10.0,
+            ..infphys_sim::SimConfig::new(infphys_sim::Preset::Classroom)
+        };
+        let server = infphys_sim::spawn(config).unwrap();
+        let spec = spec_from(&[("NIM_BASE_URL", server.base_url())]).unwrap();
+
+        let target = resolve(&spec).await.unwrap();
+        assert_eq!(target.time_scale(), 10.0);
+        assert_eq!(
+            target.kind(),
+            &TargetKind::RemoteSimulator {
+                preset: "classroom".into()
+            }
+        );
+        assert!(!target.is_simulator(), "it was not started in this process");
+        let described = target.describe();
+        assert!(described.contains("time scale 10"), "{described}");
+        assert!(described.contains("server time"), "{described}");
+    }
+
+    #[test]
+    fn only_an_infphys_models_body_names_a_simulator() {
+        let vllm = serde_json::json!({"object": "list", "data": [{"id": "m"}]});
+        assert_eq!(remote_simulator(&vllm), None);
+        let zero = serde_json::json!({"infphys": {"preset": "h100", "time_scale": 0.0}});
+        assert_eq!(remote_simulator(&zero), None);
+        let sim = serde_json::json!({"infphys": {"preset": "h100", "time_scale": 4.0}});
+        assert_eq!(
+            remote_simulator(&sim),
+            Some(RemoteSimulator {
+                preset: "h100".into(),
+                time_scale: 4.0
+            })
+        );
     }
 
     #[test]

@@ -505,6 +505,11 @@ async fn stop_signal_returns_partial_rows() {
     assert!(run.interrupted);
     assert!(run.records.len() >= 5, "{} rows", run.records.len());
     assert!(run.records.len() < 10_000);
+    assert_eq!(
+        run.total_requests,
+        run.records.len(),
+        "the total counts finished requests"
+    );
     let summary = sweep.summary_frame().unwrap();
     let partial = summary.column(schema::PARTIAL).unwrap().bool().unwrap();
     assert_eq!(partial.get(0), Some(true));
