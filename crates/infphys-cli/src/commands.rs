@@ -124,7 +124,16 @@ async fn serve_simulator(args: &TargetArgs, sim: &SimArgs) -> Result<()> {
             format!("failed to bind {address}; pick another port with --port, or 0 for a free one")
         })?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, preset = preset.name(), time_scale = config.time_scale, "simulator listening");
+    tracing::info!(
+        %bound,
+        preset = preset.name(),
+        time_scale = config.time_scale,
+        header_read_timeout = ?config.header_read_timeout,
+        body_read_timeout = ?config.body_read_timeout,
+        write_timeout = ?config.write_timeout,
+        idle_timeout = ?config.idle_timeout,
+        "simulator listening"
+    );
     eprintln!(
         "Simulator ({preset}) serving on http://{bound}; use it with:\n  export NIM_BASE_URL=http://{bound}"
     );

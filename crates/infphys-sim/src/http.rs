@@ -232,16 +232,18 @@ pub(crate) fn parse_chat_request(
         ));
     };
 
-    if let Some(model) = object.get("model").filter(|value| !value.is_null())
-        && !model.is_string()
-    {
-        return Err(ApiError::invalid_request(
-            Some("model"),
-            format!(
-                "`model` must be a string, got {}. Send a model name or omit the field.",
-                type_name(model)
-            ),
-        ));
+    let mut requested_model = None;
+    if let Some(model) = object.get("model").filter(|value| !value.is_null()) {
+        let Some(name) = model.as_str() else {
+            return Err(ApiError::invalid_request(
+                Some("model"),
+                format!(
+                    "`model` must be a string, got {}. Send a model name or omit the field.",
+                    type_name(model)
+                ),
+            ));
+        };
+        requested_model = Some(name.to_owned());
     }
 
     let (contents, last_user) = parse_messages(object.get("messages"))?;
@@ -305,6 +307,22 @@ pub(crate) fn parse_chat_request(
             (max_model_len - prompt_tokens).min(DEFAULT_MAX_TOKENS)
         }
     };
+
+    // After the body's own checks, as in vLLM, so a misspelt model name fails here as it would
+    // on a real server.
+    if let Some(name) = requested_model.filter(|name| *name != config.model) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "The model `{name}` does not exist. This simulator serves `{}`; send that \
+                 name (NIM_GEN_MODEL), or start the simulator with --model {name}.",
+                config.model
+            ),
+            kind: "NotFoundError",
+            param: Some("model"),
+            code: Some(StatusCode::NOT_FOUND.as_u16()),
+        });
+    }
 
     let reply = match last_user.as_deref().and_then(text::forced_reply) {
         Some(forced) => ReplyText::Forced(text::forced_tokens(&forced)),

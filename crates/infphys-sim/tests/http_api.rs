@@ -141,6 +141,29 @@ async fn ignore_eos_generates_exactly_max_tokens() {
 }
 
 #[tokio::test]
+async fn unknown_model_gets_404() {
+    let server = infphys_sim::spawn(fast_config()).unwrap();
+    let mut body = common::lab_body(8);
+    body["model"] = json!("meta/llama-3.1-8b-instruc");
+    let (status, _, reply) = post_raw(server.base_url(), body.to_string()).await;
+    assert_eq!(status, 404, "{reply}");
+    let error = &reply["error"];
+    assert_eq!(error["type"], "NotFoundError");
+    assert_eq!(error["param"], "model");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("`meta/llama-3.1-8b-instruc` does not exist"),
+        "{message}"
+    );
+    assert!(message.contains("meta/llama-3.1-8b-instruct"), "{message}");
+
+    // Leaving the model out is accepted, as vLLM accepts it for its only model.
+    body.as_object_mut().unwrap().remove("model");
+    let (status, reply) = post(server.base_url(), &body).await;
+    assert_eq!(status, 200, "{reply}");
+}
+
+#[tokio::test]
 async fn reply_with_only_returns_text() {
     let server = infphys_sim::spawn(long_reply_config()).unwrap();
     let request = json!({"messages": user_message("Ping check. Reply with only: pong")});
