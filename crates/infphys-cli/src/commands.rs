@@ -337,7 +337,7 @@ async fn lab(client: &Client, args: &LabArgs) -> Result<()> {
 }
 
 /// Measures the lab's sections in order into `results`, writing each table as it is measured
-/// and naming it in `written`; returns early once the client's stop signal is raised.
+/// and naming it in `written`. Returns early once the client's stop signal is raised.
 async fn lab_sections(
     client: &Client,
     params: &LabParams,

@@ -457,15 +457,15 @@ fn start_simulator(_spec: &TargetSpec) -> Result<Target> {
     ))
 }
 
-/// What `GET {base}/v1/models` said about an infphys simulator behind the URL.
+/// Preset and time scale of an infphys simulator, read from its `GET {base}/v1/models`.
 #[derive(Debug, Clone, PartialEq)]
 struct RemoteSimulator {
     preset: String,
     time_scale: f64,
 }
 
-/// Checks that a server answers at `base_url`, and reads the preset and time scale when it is
-/// an infphys simulator.
+/// Checks that a server responds at `base_url`, and reads the preset and time scale when it
+/// is an infphys simulator.
 async fn probe(base_url: &str) -> Result<Option<RemoteSimulator>, String> {
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
@@ -477,7 +477,7 @@ async fn probe(base_url: &str) -> Result<Option<RemoteSimulator>, String> {
         .send()
         .await
         .map_err(|e| crate::client::describe_reqwest_error(&e))?;
-    // Any answer proves the server is up; only a small JSON body is worth reading.
+    // Any response proves the server is up, and only a small JSON body is worth reading.
     if response
         .content_length()
         .is_some_and(|length| length > 64 * 1024)
