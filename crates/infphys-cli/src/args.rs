@@ -28,11 +28,13 @@ pub struct TargetArgs {
     #[arg(long, global = true)]
     pub base_url: Option<String>,
 
-    /// Model name sent with each request; overrides NIM_GEN_MODEL.
+    /// Model name sent with each request, or for `sim` the model it serves; overrides
+    /// NIM_GEN_MODEL.
     #[arg(long, global = true)]
     pub model: Option<String>,
 
-    /// Simulator preset when the built-in simulator is used: classroom, h100 or a100.
+    /// Simulator preset: classroom, h100 or a100. It applies to `sim` and to the built-in
+    /// simulator that other commands start when no server is set.
     #[arg(long, global = true, env = "INFPHYS_SIM_PRESET")]
     pub preset: Option<String>,
 
