@@ -24,18 +24,18 @@ use crate::args::{
 /// Runs the parsed command line. Measuring commands watch `stop`: once it is raised, the run in
 /// progress returns what it measured, marked partial, and the command writes that.
 pub async fn run(cli: Cli, stop: StopSignal) -> Result<()> {
-    let connect =
+    let client =
         || async { Ok::<_, anyhow::Error>(connect(&cli.target).await?.with_stop(stop.clone())) };
     match &cli.command {
         Command::Sim(args) => serve_simulator(&cli.target, args).await,
-        Command::Preflight => preflight(&connect().await?).await,
-        Command::Baseline(args) => baseline(&connect().await?, args).await,
-        Command::Sweep(args) => sweep(&connect().await?, args, Section::Sweep).await,
-        Command::Overload(args) => sweep(&connect().await?, args, Section::Overload).await,
-        Command::Tokens(args) => tokens(&connect().await?, args).await,
-        Command::Lab(args) => lab(&connect().await?, args).await,
-        Command::Stream(args) => stream(&connect().await?, args).await,
-        Command::Rate(args) => rate(&connect().await?, args).await,
+        Command::Preflight => preflight(&client().await?).await,
+        Command::Baseline(args) => baseline(&client().await?, args).await,
+        Command::Sweep(args) => sweep(&client().await?, args, Section::Sweep).await,
+        Command::Overload(args) => sweep(&client().await?, args, Section::Overload).await,
+        Command::Tokens(args) => tokens(&client().await?, args).await,
+        Command::Lab(args) => lab(&client().await?, args).await,
+        Command::Stream(args) => stream(&client().await?, args).await,
+        Command::Rate(args) => rate(&client().await?, args).await,
     }
 }
 

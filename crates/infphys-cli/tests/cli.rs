@@ -2,9 +2,9 @@
 //! code, and a server that dies in the middle of the lab, or a Ctrl-C, leaves every measured
 //! row behind.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn infphys() -> Command {
@@ -176,20 +176,17 @@ fn start_simulator(time_scale: &str) -> (Server, String) {
     (Server(child), url)
 }
 
-#[test]
-fn lab_survives_its_server_dying() {
-    let out = scratch("killed");
-    let (mut server, url) = start_simulator("40");
+/// Starts `infphys lab --quick` against `url`, writing to `out`, and returns once its stderr
+/// shows the sweep's second level (or after 120 s), with the rest of its stderr to read.
+fn start_lab_until_sweep(out: &Path, url: &str) -> (Child, Lines<BufReader<ChildStderr>>) {
     let mut lab = infphys()
         .args(["lab", "--quick", "--out"])
-        .arg(&out)
-        .env("NIM_BASE_URL", &url)
+        .arg(out)
+        .env("NIM_BASE_URL", url)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
-    // Kill the server once the sweep has started, leaving the baseline complete.
     let mut lines = BufReader::new(lab.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
     for line in lines.by_ref() {
@@ -198,6 +195,15 @@ fn lab_survives_its_server_dying() {
             break;
         }
     }
+    (lab, lines)
+}
+
+#[test]
+fn lab_survives_its_server_dying() {
+    let out = scratch("killed");
+    let (mut server, url) = start_simulator("40");
+    // Kill the server once the sweep has started, leaving the baseline complete.
+    let (mut lab, lines) = start_lab_until_sweep(&out, &url);
     server.0.kill().unwrap();
     server.0.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -249,24 +255,8 @@ fn lab_survives_its_server_dying() {
 fn ctrl_c_writes_partial_lab() {
     let out = scratch("ctrl-c");
     let (_server, url) = start_simulator("40");
-    let mut lab = infphys()
-        .args(["lab", "--quick", "--out"])
-        .arg(&out)
-        .env("NIM_BASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
     // Press Ctrl-C once the sweep's second level has started, as a user would.
-    let mut lines = BufReader::new(lab.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if line.starts_with("c=2:") || Instant::now() > deadline {
-            break;
-        }
-    }
+    let (mut lab, lines) = start_lab_until_sweep(&out, &url);
     let interrupt = Command::new("kill")
         .args(["-INT", &lab.id().to_string()])
         .status()

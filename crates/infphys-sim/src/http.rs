@@ -232,18 +232,16 @@ pub(crate) fn parse_chat_request(
         ));
     };
 
-    let mut requested_model = None;
-    if let Some(model) = object.get("model").filter(|value| !value.is_null()) {
-        let Some(name) = model.as_str() else {
-            return Err(ApiError::invalid_request(
-                Some("model"),
-                format!(
-                    "`model` must be a string, got {}. Send a model name or omit the field.",
-                    type_name(model)
-                ),
-            ));
-        };
-        requested_model = Some(name.to_owned());
+    if let Some(model) = object.get("model").filter(|value| !value.is_null())
+        && !model.is_string()
+    {
+        return Err(ApiError::invalid_request(
+            Some("model"),
+            format!(
+                "`model` must be a string, got {}. Send a model name or omit the field.",
+                type_name(model)
+            ),
+        ));
     }
 
     let (contents, last_user) = parse_messages(object.get("messages"))?;
@@ -310,7 +308,11 @@ pub(crate) fn parse_chat_request(
 
     // After the body's own checks, as in vLLM, so a misspelt model name fails here as it would
     // on a real server.
-    if let Some(name) = requested_model.filter(|name| *name != config.model) {
+    if let Some(name) = object
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|name| *name != config.model)
+    {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!(

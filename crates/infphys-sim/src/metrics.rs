@@ -53,11 +53,7 @@ impl Default for EmitLateness {
 impl EmitLateness {
     /// Records one chunk handed over `late` after its scheduled wall time.
     pub(crate) fn observe(&self, late: Duration) {
-        let seconds = late.as_secs_f64();
-        let bucket = EMIT_LATENESS_BOUNDS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(EMIT_LATENESS_BOUNDS.len());
+        let bucket = bucket_of(EMIT_LATENESS_BOUNDS, late.as_secs_f64());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(late.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -77,6 +73,14 @@ impl EmitLateness {
             sum: self.sum_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
         }
     }
+}
+
+/// Returns the index of the first bound at or above `seconds`, or `bounds.len()` above them all.
+fn bucket_of(bounds: &[f64], seconds: f64) -> usize {
+    bounds
+        .iter()
+        .position(|bound| seconds <= *bound)
+        .unwrap_or(bounds.len())
 }
 
 /// Prometheus histogram with fixed upper bounds.
@@ -100,11 +104,7 @@ impl Histogram {
     }
 
     fn observe(&mut self, seconds: f64) {
-        let bucket = self
-            .bounds
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(self.bounds.len());
+        let bucket = bucket_of(self.bounds, seconds);
         self.counts[bucket] += 1;
         self.sum += seconds;
         self.count += 1;

@@ -307,6 +307,19 @@ struct JournalRun {
 }
 
 impl JournalRun {
+    /// Returns a run with no rows, whose frame has the journal's columns and no rows.
+    fn empty() -> Self {
+        JournalRun {
+            id: 0,
+            label: String::new(),
+            target: String::new(),
+            planned: None,
+            finished: true,
+            interrupted: false,
+            records: Vec::new(),
+        }
+    }
+
     /// Returns whether a stop signal ended the run or its process died before it finished.
     fn partial(&self) -> bool {
         self.interrupted || !self.finished
@@ -343,32 +356,31 @@ pub fn read_journal(path: impl AsRef<Path>) -> Result<JournalContents> {
         }
     }
 
-    let requests = crate::frames::concat_frames(runs.iter().map(|run| {
-        let mut df = requests_frame(&run.records, &run.target)?;
-        let height = df.height();
-        df.insert_column(0, Column::new(PARTIAL.into(), vec![run.partial(); height]))?;
-        df.insert_column(0, Column::new(RUN_ID.into(), vec![run.id; height]))?;
-        df.insert_column(
-            0,
-            Column::new(SECTION.into(), vec![run.label.as_str(); height]),
-        )?;
-        Ok(df)
-    }))?;
     let requests = if runs.is_empty() {
-        let mut df = requests_frame(&[], "")?;
-        df.insert_column(0, Column::new(PARTIAL.into(), Vec::<bool>::new()))?;
-        df.insert_column(0, Column::new(RUN_ID.into(), Vec::<u64>::new()))?;
-        df.insert_column(0, Column::new(SECTION.into(), Vec::<String>::new()))?;
-        df
+        labelled_requests(&JournalRun::empty())?
     } else {
-        requests
+        crate::frames::concat_frames(runs.iter().map(labelled_requests))?
     };
-
     Ok(JournalContents {
         requests,
-        runs: runs_frame(&runs)?,
+        runs: runs_frame(runs)?,
         skipped_lines,
     })
+}
+
+/// Builds the request rows of one run, led by its [`SECTION`], [`RUN_ID`] and [`PARTIAL`].
+fn labelled_requests(run: &JournalRun) -> PolarsResult<DataFrame> {
+    let mut df = requests_frame(&run.records, &run.target)?;
+    let height = df.height();
+    let lead = [
+        Column::new(SECTION.into(), vec![run.label.as_str(); height]),
+        Column::new(RUN_ID.into(), vec![run.id; height]),
+        Column::new(PARTIAL.into(), vec![run.partial(); height]),
+    ];
+    for (index, column) in lead.into_iter().enumerate() {
+        df.insert_column(index, column)?;
+    }
+    Ok(df)
 }
 
 /// Adds one parsed line to `runs`; returns false when it is not a journal line.
@@ -441,15 +453,7 @@ fn text_of(value: &Value, key: &str) -> String {
 }
 
 /// Builds the per-run frame of [`JournalContents::runs`].
-fn runs_frame(runs: &[JournalRun]) -> Result<DataFrame> {
-    let summaries: Vec<_> = runs.iter().map(summary_of).collect();
-    let mut frame = crate::frames::load_summary_frame(&summaries, "")?;
-    // The journal knows neither the client timeout nor one target for all runs, and `partial`
-    // moves to the front with the run's identity.
-    for dropped in [crate::schema::TIMEOUT_S, crate::schema::TARGET, PARTIAL] {
-        frame.drop_in_place(dropped)?;
-    }
-
+fn runs_frame(runs: Vec<JournalRun>) -> Result<DataFrame> {
     let lead = [
         Column::new(RUN_ID.into(), runs.iter().map(|r| r.id).collect::<Vec<_>>()),
         Column::new(
@@ -471,6 +475,14 @@ fn runs_frame(runs: &[JournalRun]) -> Result<DataFrame> {
             runs.iter().map(|r| r.target.as_str()).collect::<Vec<_>>(),
         ),
     ];
+    let summaries: Vec<_> = runs.into_iter().map(summary_of).collect();
+    let mut frame = crate::frames::load_summary_frame(&summaries, "")?;
+    // A journal records neither the client timeout nor one target for all runs, and `partial`
+    // moves to the front with the run's identity.
+    for dropped in [crate::schema::TIMEOUT_S, crate::schema::TARGET, PARTIAL] {
+        frame.drop_in_place(dropped)?;
+    }
+
     for (index, column) in lead.into_iter().enumerate() {
         frame.insert_column(index, column)?;
     }
@@ -479,7 +491,8 @@ fn runs_frame(runs: &[JournalRun]) -> Result<DataFrame> {
 
 /// Summarizes the rows of one journal run as the lab summarizes a load run, with the wall time
 /// from its first send to its last response.
-fn summary_of(run: &JournalRun) -> crate::load::LoadSummary {
+fn summary_of(run: JournalRun) -> crate::load::LoadSummary {
+    let partial = run.partial();
     let first_sent = run.records.iter().map(|r| r.sent).min().unwrap_or_default();
     let last_end = run
         .records
@@ -489,13 +502,13 @@ fn summary_of(run: &JournalRun) -> crate::load::LoadSummary {
         .unwrap_or_default();
     LoadRun {
         concurrency: run.records.first().map_or(0, |r| r.concurrency as usize),
-        total_requests: run.records.len(),
+        total_requests: crate::load::distinct_requests(&run.records),
         timeout: Duration::ZERO,
         wall: last_end.saturating_sub(first_sent),
-        records: run.records.clone(),
-        target: run.target.clone(),
+        records: run.records,
+        target: run.target,
         offered_rps: None,
-        interrupted: run.partial(),
+        interrupted: partial,
     }
     .summary()
 }

@@ -441,13 +441,18 @@ impl Collected {
     /// Returns the requests the run sent: `planned`, or for an interrupted run the requests
     /// that have rows, so a partial summary's total matches its `ok` plus `err`.
     pub fn total_requests(&self, planned: usize) -> usize {
-        if !self.interrupted {
-            return planned;
+        if self.interrupted {
+            distinct_requests(&self.records)
+        } else {
+            planned
         }
-        let ids: std::collections::HashSet<u64> =
-            self.records.iter().map(|r| r.request_id).collect();
-        ids.len()
     }
+}
+
+/// Returns how many requests `records` come from; a retried request has one row per attempt.
+pub(crate) fn distinct_requests(records: &[RequestRecord]) -> usize {
+    let ids: std::collections::HashSet<u64> = records.iter().map(|r| r.request_id).collect();
+    ids.len()
 }
 
 /// Receives every request's rows until all senders are gone or the client's stop signal is

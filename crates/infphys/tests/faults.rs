@@ -400,16 +400,21 @@ async fn invalid_load_specs_are_rejected_with_the_value() {
     assert!(message.contains("timeout"), "{message}");
 }
 
-#[tokio::test]
-async fn interrupted_run_keeps_rows_in_journal() {
+/// Serves a valid chat completion to every request after `delay`, on 127.0.0.1.
+async fn serve_replies_after(delay: Duration) -> String {
     let app = Router::new().route(
         "/v1/chat/completions",
-        post(|| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        post(move || async move {
+            tokio::time::sleep(delay).await;
             REPLY
         }),
     );
-    let url = serve(app).await;
+    serve(app).await
+}
+
+#[tokio::test]
+async fn interrupted_run_keeps_rows_in_journal() {
+    let url = serve_replies_after(Duration::from_millis(20)).await;
     let folder = std::env::temp_dir().join(format!("infphys-interrupt-{}", std::process::id()));
     let path = folder.join("requests.jsonl");
     let journal = infphys::journal::Journal::create(&path).unwrap();
@@ -459,14 +464,7 @@ async fn interrupted_run_keeps_rows_in_journal() {
 
 #[tokio::test]
 async fn stop_signal_returns_partial_rows() {
-    let app = Router::new().route(
-        "/v1/chat/completions",
-        post(|| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            REPLY
-        }),
-    );
-    let url = serve(app).await;
+    let url = serve_replies_after(Duration::from_millis(20)).await;
     let folder = std::env::temp_dir().join(format!("infphys-stop-{}", std::process::id()));
     let path = folder.join("requests.jsonl");
     let journal = infphys::journal::Journal::create(&path).unwrap();
