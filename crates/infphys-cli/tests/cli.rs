@@ -264,18 +264,18 @@ fn ctrl_c_writes_partial_lab() {
     assert!(interrupt.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = lab.wait().unwrap();
-    let said = rest.join("\n");
+    let output = rest.join("\n");
 
-    assert_eq!(status.code(), Some(130), "{said}");
-    assert!(said.contains("stopping"), "{said}");
-    assert!(said.contains("requests.jsonl"), "{said}");
+    assert_eq!(status.code(), Some(130), "{output}");
+    assert!(output.contains("stopping"), "{output}");
+    assert!(output.contains("requests.jsonl"), "{output}");
     for file in [
         "baseline.csv",
         "sweep.csv",
         "requests.parquet",
         "report.html",
     ] {
-        assert!(out.join(file).exists(), "{file} missing: {said}");
+        assert!(out.join(file).exists(), "{file} missing: {output}");
     }
     for file in ["tokens.csv", "overload.csv"] {
         assert!(

@@ -160,8 +160,8 @@ const H100_NIM: [Published; 4] = [
 ];
 
 /// The other rows of the same NIM 1.8.0 table: concurrency 5, 50, 150 and 250.
-/// The preset was not fitted to them, so they check that the fit holds
-/// between and beyond the four fitted rows.
+/// The preset was not fitted to them, so they check whether the fit still
+/// matches between and beyond the four fitted rows.
 const H100_NIM_UNFITTED: [Published; 4] = [
     Published {
         concurrency: 5,
@@ -360,8 +360,8 @@ fn h100_holds_on_unfitted_nim_rows() {
             BAND.contains(&throughput),
             "throughput at {concurrency} is {throughput:.2}x"
         );
-        // NOTE: TTFT misses here as at 25 and 100 (1.5x at 5, 3.5x at 50, 0.7x at
-        // 250), for the reason given there; only the documented spread is checked.
+        // NOTE: TTFT misses here for the same reason as at 25 and 100: 1.5x at 5,
+        // 3.5x at 50 and 0.7x at 250. Only the documented spread is checked.
         let ttft = ratio(metrics.ttft, published.ttft).unwrap();
         assert!(
             (0.5..=4.0).contains(&ttft),

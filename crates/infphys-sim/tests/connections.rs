@@ -170,8 +170,8 @@ async fn incomplete_body_gets_408() {
     let server = infphys_sim::spawn(config).unwrap();
     let mut stream = connect(server.addr()).await;
 
-    // Announce a 200-byte body and send 10 bytes of it; without a body timeout the server
-    // would hold this connection and its buffer for as long as the client stays silent.
+    // Announce a 200-byte body and send 10 bytes of it. Without a body timeout the server
+    // would keep this connection and its buffer for as long as the client stays silent.
     let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n\
                 content-type: application/json\r\ncontent-length: 200\r\n\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -239,8 +239,8 @@ async fn client_that_stops_reading_is_disconnected() {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(body.as_bytes()).await.unwrap();
 
-    // The client reads nothing from here on. Once the buffers are full the server's writes
-    // block; the write timeout then closes the connection, which aborts the engine request
+    // The client reads nothing from here on, so the server's writes block once the buffers
+    // are full. The write timeout then closes the connection, which aborts the engine request
     // long before its 37 s of generation would end.
     let running = "vllm:num_requests_running";
     let start = Instant::now();

@@ -144,8 +144,8 @@ pub const REQUEST_COLUMNS: &[&str] = &[
     DISPATCH_LAG_S,
 ];
 
-/// Whether a run was stopped before it sent all its requests (Ctrl-C, or a journal whose run
-/// never finished); its rows are real but cover only part of the run.
+/// Whether a run was stopped before it sent all its requests, by Ctrl-C or by a process that
+/// died mid-run. Its rows are real but cover only part of the run.
 pub const PARTIAL: &str = "partial";
 /// Number of a run inside a journal, shared by its rows.
 pub const RUN_ID: &str = "run_id";

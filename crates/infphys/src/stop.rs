@@ -1,6 +1,6 @@
 //! A stop signal that ends load runs early and keeps what they measured.
 //!
-//! The CLI raises it on the first Ctrl-C. A run whose client holds the raised signal stops
+//! The CLI raises it on the first Ctrl-C. A run whose client has the raised signal stops
 //! sending, keeps every row that has already arrived, abandons the requests still in flight, and
 //! returns its rows marked as interrupted. A sweep then runs no further levels.
 
@@ -39,7 +39,7 @@ impl StopSignal {
     /// Completes once the signal is raised.
     pub async fn stopped(&self) {
         let mut receiver = self.sender.subscribe();
-        // The sender lives in `self`, so waiting cannot fail.
+        // `self` owns the sender, so the channel stays open and waiting cannot fail.
         let _ = receiver.wait_for(|stopped| *stopped).await;
     }
 }
