@@ -14,6 +14,8 @@
 #   WARMUP_S       first seconds whose requests are not measured (default 3)
 #   MAX_TOKENS     output tokens per request               (default 64)
 #   PRESET         simulator preset                        (default h100)
+#   FLOOR_STEP_MS  step period of the bare-write floor run (default 48, about the
+#                  h100 preset's mean step with 1,024 streams of 64 tokens)
 #   OUT            report file                             (default docs/benchmarks-sim.md)
 set -euo pipefail
 
@@ -24,6 +26,7 @@ DURATION_S=${DURATION_S:-20}
 WARMUP_S=${WARMUP_S:-3}
 MAX_TOKENS=${MAX_TOKENS:-64}
 PRESET=${PRESET:-h100}
+FLOOR_STEP_MS=${FLOOR_STEP_MS:-48}
 OUT=${OUT:-docs/benchmarks-sim.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -34,9 +37,11 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 4096 ]; then
     exit 1
 fi
 
-cargo build --release -p infphys-sim --example sim_server --example stream_lateness
+cargo build --release -p infphys-sim --example sim_server --example stream_lateness \
+    --example write_floor
 SERVER="$TARGET_DIR/release/examples/sim_server"
 CLIENT="$TARGET_DIR/release/examples/stream_lateness"
+FLOOR="$TARGET_DIR/release/examples/write_floor"
 
 TICKS=$(getconf CLK_TCK)
 WORK=$(mktemp -d)
@@ -88,6 +93,7 @@ for CLIENTS in $CLIENT_COUNTS; do
     timeout $((DURATION_S + 120)) "$CLIENT" --url "$URL" --clients "$CLIENTS" \
         --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" --max-tokens "$MAX_TOKENS" \
         >"$WORK/client.md"
+    cp "$WORK/client.md" "$WORK/client-$CLIENTS.md"
     END=$(date +%s.%N)
     SERVER_AFTER=$(cpu_ticks "/proc/$SERVER_PID/stat")
     ENGINE_AFTER=$(cpu_ticks "$ENGINE_STAT")
@@ -113,6 +119,39 @@ for CLIENTS in $CLIENT_COUNTS; do
     cat "$WORK/client.md"
     echo "$CPU_LINE"
 done
+
+# The floor: the same burst of chunks written by a bare peer at the largest client count.
+MAX_CLIENTS=$(echo "$CLIENT_COUNTS" | tr ' ' '\n' | sort -n | tail -n1)
+if [ "$MAX_CLIENTS" -gt 1 ]; then
+    timeout 300 "$FLOOR" --clients "$MAX_CLIENTS" --step-ms "$FLOOR_STEP_MS" \
+        --duration-s 10 --warmup-s 1 >"$WORK/floor.md"
+    cat "$WORK/floor.md"
+    # p99 in ms at the client: the simulator's "Every token, from send" row at that count,
+    # and the better of the floor's two "chunk read by its client" rows.
+    SIM_P99=$(awk -F'|' '/^\| Every token, from send/ {p = $5} END {gsub(/ /, "", p); print p}' "$WORK/client-$MAX_CLIENTS.md")
+    FLOOR_P99=$(awk -F'|' '/chunk read by its client/ {v = $6 + 0; if (best == "" || v < best) best = v}
+        END {print best}' "$WORK/floor.md")
+    RATIO_LINE=$(awk -v s="$SIM_P99" -v f="$FLOOR_P99" 'BEGIN {
+        if (f > 0 && s != "") printf "p99 at the client: simulator %.3f ms, bare floor %.3f ms, ratio %.2f.", s, f, s / f
+        else print "p99 ratio not computed: a row was missing."
+    }')
+    {
+        echo "### Floor: bare writes at concurrency $MAX_CLIENTS"
+        echo
+        echo "The \`write_floor\` example is the peer for the run above. It holds $MAX_CLIENTS loopback"
+        echo "connections and, every $FLOOR_STEP_MS ms, writes one 240-byte chunk to each of them from"
+        echo "plain threads with blocking sockets: no HTTP, no JSON, no channels, no async runtime"
+        echo "on the writing side. Its readers are tokio tasks, as the clients above are. It runs"
+        echo "with one writer thread, then with one per core. Lateness is measured from the"
+        echo "instant every chunk of the step fell due. Any server that gives each token chunk its"
+        echo "own \`write\` call cannot do better on this machine than this floor."
+        echo
+        cat "$WORK/floor.md"
+        echo "$RATIO_LINE"
+        echo
+    } >>"$RESULTS"
+    echo "$RATIO_LINE"
+fi
 
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 mkdir -p "$(dirname "$OUT")"
@@ -142,7 +181,8 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "Command: \`scripts/bench-sim.sh\` (CLIENT_COUNTS=\"$CLIENT_COUNTS\", DURATION_S=$DURATION_S,"
     echo "WARMUP_S=$WARMUP_S, MAX_TOKENS=$MAX_TOKENS, PRESET=$PRESET). It runs the \`sim_server\`"
-    echo "and \`stream_lateness\` examples of \`crates/infphys-sim\`, release builds."
+    echo "and \`stream_lateness\` examples of \`crates/infphys-sim\`, release builds, and the"
+    echo "\`write_floor\` example at the largest client count (FLOOR_STEP_MS=$FLOOR_STEP_MS)."
     echo
     echo "Machine: $(nproc) cores ($CPU_MODEL), Linux $(uname -r), load average"
     echo "$LOAD_BEFORE before the run. Other jobs shared the machine, so the tails"
@@ -153,12 +193,13 @@ mkdir -p "$(dirname "$OUT")"
 echo "wrote $OUT"
 
 # The 1 ms precision checks are ignored in the test suite, because they depend on the machine's
-# load; run them here, where the reader expects a measurement.
+# load; run them here, where the reader expects a measurement. They run as release builds, like
+# the examples above: a debug build adds about half a millisecond to every token's lateness.
 echo "precision tests (the simulator's record against what clients receive):"
 # A failure here is a measurement of this machine at this moment, reported but not fatal.
 precision_failed=0
-cargo test -p infphys-sim --test stream_timing -- --ignored --nocapture || precision_failed=1
-cargo test -p infphys --test timing_match -- --ignored --nocapture || precision_failed=1
+cargo test --release -p infphys-sim --test stream_timing -- --ignored --nocapture || precision_failed=1
+cargo test --release -p infphys --test timing_match -- --ignored --nocapture || precision_failed=1
 if [ "$precision_failed" = 1 ]; then
     echo "a 1 ms precision test failed on this run; see its output above" >&2
     exit 1
