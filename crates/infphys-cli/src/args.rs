@@ -35,7 +35,7 @@ pub struct TargetArgs {
 
     /// Simulator preset: classroom, h100 or a100. It applies to `sim` and to the built-in
     /// simulator that other commands start when no server is set.
-    #[arg(long, global = true, env = "INFPHYS_SIM_PRESET")]
+    #[arg(long, global = true, env = "INFPHYS_SIM_PRESET", value_parser = parse_preset)]
     pub preset: Option<String>,
 
     /// How many times faster than real time the built-in simulator runs; timeouts and reported
@@ -376,6 +376,13 @@ pub fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> 
             "invalid count {text:?}: expected a whole number of at least 1, such as 80"
         )),
     }
+}
+
+/// Checks a simulator preset name and returns it unchanged.
+pub fn parse_preset(text: &str) -> Result<String, String> {
+    text.parse::<infphys_sim::Preset>()
+        .map(|_| text.to_string())
+        .map_err(|error| format!("{error} (set by --preset or INFPHYS_SIM_PRESET)"))
 }
 
 /// Parses a duration such as `60s`, `500ms`, `2m` or a bare number of seconds.

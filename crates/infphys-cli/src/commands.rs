@@ -49,9 +49,6 @@ fn target_spec(args: &TargetArgs) -> Result<TargetSpec> {
         spec.model.clone_from(model);
     }
     if let Some(preset) = &args.preset {
-        preset.parse::<infphys_sim::Preset>().map_err(|error| {
-            anyhow::anyhow!("invalid --preset or INFPHYS_SIM_PRESET {preset:?}: {error}")
-        })?;
         spec.sim.preset.clone_from(preset);
     }
     if let Some(scale) = args.time_scale {

@@ -100,6 +100,25 @@ fn bad_input_fails_with_value_and_fix() {
 }
 
 #[test]
+fn unknown_preset_is_a_usage_error() {
+    for (args, env) in [
+        (&["--preset", "b200", "preflight"][..], None),
+        (&["preflight"][..], Some(("INFPHYS_SIM_PRESET", "b200"))),
+    ] {
+        let output = infphys()
+            .args(args)
+            .envs(env)
+            .env("NIM_BASE_URL", "sim")
+            .output()
+            .unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains("unknown preset `b200`"), "{stderr}");
+        assert!(stderr.contains("INFPHYS_SIM_PRESET"), "{stderr}");
+    }
+}
+
+#[test]
 fn unwritable_output_folder_is_reported_before_measuring() {
     let folder = scratch("unwritable");
     std::fs::create_dir_all(&folder).unwrap();

@@ -42,12 +42,12 @@ impl Meter {
         }
     }
 
-    /// Records one finished request and prints when a line is due or the run is complete.
     /// Returns the number of requests the run will send.
     pub(crate) fn total(&self) -> usize {
         self.total
     }
 
+    /// Records one finished request and prints when a line is due or the run is complete.
     pub(crate) fn tick(&mut self, ok: bool) {
         self.done += 1;
         if !ok {
@@ -78,8 +78,8 @@ impl Meter {
     }
 }
 
-/// Formats one progress line; the time left assumes the remaining requests take as long on
-/// average as the finished ones.
+/// Formats one progress line in wall-clock seconds, which differ from the tables' server time
+/// against a sped-up simulator. The time left assumes later requests take the mean so far.
 pub(crate) fn format_line(
     label: &str,
     done: usize,
@@ -89,7 +89,7 @@ pub(crate) fn format_line(
 ) -> String {
     let elapsed_s = elapsed.as_secs_f64();
     let mut line =
-        format!("{label}: {done}/{total} done, {failed} failed, {elapsed_s:.1} s elapsed");
+        format!("{label}: {done}/{total} done, {failed} failed, wall clock {elapsed_s:.1} s");
     if done == total {
         line.push_str(", finished");
     } else if done > 0 {
@@ -108,7 +108,7 @@ mod tests {
         let line = format_line("sweep c=4", 20, 80, 1, Duration::from_secs(10));
         assert_eq!(
             line,
-            "sweep c=4: 20/80 done, 1 failed, 10.0 s elapsed, about 30 s left"
+            "sweep c=4: 20/80 done, 1 failed, wall clock 10.0 s, about 30 s left"
         );
     }
 
