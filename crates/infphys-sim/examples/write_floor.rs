@@ -93,8 +93,20 @@ struct RunSamples {
     wall: Duration,
 }
 
-/// CPU time of the calling thread or of the whole process.
-fn cpu_time(who: libc::c_int) -> Duration {
+/// Whose CPU time [`cpu_time`] reads.
+#[derive(Debug, Clone, Copy)]
+enum Who {
+    Thread,
+    Process,
+}
+
+/// Returns the CPU time of the calling thread or of the whole process.
+#[cfg(target_os = "linux")]
+fn cpu_time(who: Who) -> Duration {
+    let who = match who {
+        Who::Thread => libc::RUSAGE_THREAD,
+        Who::Process => libc::RUSAGE_SELF,
+    };
     // SAFETY: getrusage only writes into the zeroed struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -105,6 +117,12 @@ fn cpu_time(who: libc::c_int) -> Duration {
         Duration::from_secs(time.tv_sec as u64) + Duration::from_micros(time.tv_usec as u64)
     };
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Returns zero: per-thread CPU time is read on Linux only, so the CPU lines read 0% elsewhere.
+#[cfg(not(target_os = "linux"))]
+fn cpu_time(_who: Who) -> Duration {
+    Duration::ZERO
 }
 
 /// Sleeps until shortly before `deadline`, then yields until it passes.
@@ -128,7 +146,7 @@ fn write_steps(
     start: &Barrier,
 ) -> (Vec<u64>, Duration) {
     start.wait();
-    let cpu_before = cpu_time(libc::RUSAGE_THREAD);
+    let cpu_before = cpu_time(Who::Thread);
     let warmup_steps = (settings.warmup.as_secs_f64() / settings.step.as_secs_f64()) as u64;
     let mut lateness = Vec::with_capacity(sockets.len() * steps as usize);
     let mut chunk = [b'x'; CHUNK_BYTES];
@@ -146,7 +164,7 @@ fn write_steps(
             }
         }
     }
-    (lateness, cpu_time(libc::RUSAGE_THREAD) - cpu_before)
+    (lateness, cpu_time(Who::Thread) - cpu_before)
 }
 
 /// Reads chunks until end of file and returns how late each one arrived
@@ -212,7 +230,7 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
     epoch_cell
         .set(epoch)
         .map_err(|_| "the epoch was set twice".to_string())?;
-    let process_before = cpu_time(libc::RUSAGE_SELF);
+    let process_before = cpu_time(Who::Process);
     let mut handles = Vec::new();
     while !sockets.is_empty() {
         let share: Vec<TcpStream> = sockets.drain(..per_writer.min(sockets.len())).collect();
@@ -233,7 +251,7 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
         writer_cpu += cpu;
     }
     let wall = epoch.elapsed();
-    let process_cpu = cpu_time(libc::RUSAGE_SELF) - process_before;
+    let process_cpu = cpu_time(Who::Process) - process_before;
 
     // The writers dropped their sockets, so every reader sees end of file.
     let mut arrived = Vec::new();
