@@ -95,17 +95,17 @@ struct RunSamples {
 
 /// Whose CPU time [`cpu_time`] reads.
 #[derive(Debug, Clone, Copy)]
-enum Who {
+enum CpuScope {
     Thread,
     Process,
 }
 
 /// Returns the CPU time of the calling thread or of the whole process.
 #[cfg(target_os = "linux")]
-fn cpu_time(who: Who) -> Duration {
-    let who = match who {
-        Who::Thread => libc::RUSAGE_THREAD,
-        Who::Process => libc::RUSAGE_SELF,
+fn cpu_time(scope: CpuScope) -> Duration {
+    let who = match scope {
+        CpuScope::Thread => libc::RUSAGE_THREAD,
+        CpuScope::Process => libc::RUSAGE_SELF,
     };
     // SAFETY: getrusage only writes into the zeroed struct it is given.
     let usage = unsafe {
@@ -121,7 +121,7 @@ fn cpu_time(who: Who) -> Duration {
 
 /// Returns zero: per-thread CPU time is read on Linux only, so the CPU lines read 0% elsewhere.
 #[cfg(not(target_os = "linux"))]
-fn cpu_time(_who: Who) -> Duration {
+fn cpu_time(_scope: CpuScope) -> Duration {
     Duration::ZERO
 }
 
@@ -146,7 +146,7 @@ fn write_steps(
     start: &Barrier,
 ) -> (Vec<u64>, Duration) {
     start.wait();
-    let cpu_before = cpu_time(Who::Thread);
+    let cpu_before = cpu_time(CpuScope::Thread);
     let warmup_steps = (settings.warmup.as_secs_f64() / settings.step.as_secs_f64()) as u64;
     let mut lateness = Vec::with_capacity(sockets.len() * steps as usize);
     let mut chunk = [b'x'; CHUNK_BYTES];
@@ -164,7 +164,7 @@ fn write_steps(
             }
         }
     }
-    (lateness, cpu_time(Who::Thread) - cpu_before)
+    (lateness, cpu_time(CpuScope::Thread) - cpu_before)
 }
 
 /// Reads chunks until end of file and returns how late each one arrived
@@ -230,7 +230,7 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
     epoch_cell
         .set(epoch)
         .map_err(|_| "the epoch was set twice".to_string())?;
-    let process_before = cpu_time(Who::Process);
+    let process_before = cpu_time(CpuScope::Process);
     let mut handles = Vec::new();
     while !sockets.is_empty() {
         let share: Vec<TcpStream> = sockets.drain(..per_writer.min(sockets.len())).collect();
@@ -251,7 +251,7 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
         writer_cpu += cpu;
     }
     let wall = epoch.elapsed();
-    let process_cpu = cpu_time(Who::Process) - process_before;
+    let process_cpu = cpu_time(CpuScope::Process) - process_before;
 
     // The writers dropped their sockets, so every reader sees end of file.
     let mut arrived = Vec::new();
