@@ -14,8 +14,8 @@
 #   WARMUP_S       first seconds whose requests are not measured (default 3)
 #   MAX_TOKENS     output tokens per request               (default 64)
 #   PRESET         simulator preset                        (default h100)
-#   FLOOR_STEP_MS  step period of the bare-write floor run (default 48, about the
-#                  h100 preset's mean step with 1,024 streams of 64 tokens)
+#   FLOOR_STEP_MS  step period of the bare-write floor run (default: the mean time
+#                  between one stream's chunks in the simulator run it is compared with)
 #   OUT            report file                             (default docs/benchmarks-sim.md)
 set -euo pipefail
 
@@ -26,7 +26,7 @@ DURATION_S=${DURATION_S:-20}
 WARMUP_S=${WARMUP_S:-3}
 MAX_TOKENS=${MAX_TOKENS:-64}
 PRESET=${PRESET:-h100}
-FLOOR_STEP_MS=${FLOOR_STEP_MS:-48}
+FLOOR_STEP_MS=${FLOOR_STEP_MS:-}
 OUT=${OUT:-docs/benchmarks-sim.md}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
@@ -123,23 +123,39 @@ done
 # The floor: the same burst of chunks written by a bare peer at the largest client count.
 MAX_CLIENTS=$(echo "$CLIENT_COUNTS" | tr ' ' '\n' | sort -n | tail -n1)
 if [ "$MAX_CLIENTS" -gt 1 ]; then
-    timeout 300 "$FLOOR" --clients "$MAX_CLIENTS" --step-ms "$FLOOR_STEP_MS" \
-        --duration-s 10 --warmup-s 1 >"$WORK/floor.md"
+    SIM_MD="$WORK/client-$MAX_CLIENTS.md"
+    STEP_MS=$FLOOR_STEP_MS
+    STEP_SOURCE="set by FLOOR_STEP_MS"
+    if [ -z "$STEP_MS" ]; then
+        # Chunks the server counted after the warm-up, over the wall time after the warm-up,
+        # gives the simulator's mean time between two chunks of one stream.
+        STEP_MS=$(awk -F'|' -v clients="$MAX_CLIENTS" -v warmup="$WARMUP_S" '
+            / s wall in all/ {match($0, /[0-9.]+ s wall in all/); wall = substr($0, RSTART, RLENGTH) + 0}
+            /^\| Token chunk handed to its connection/ {chunks = $3 + 0}
+            END {if (chunks > 0 && wall > warmup) printf "%.1f", 1000 * clients * (wall - warmup) / chunks}' "$SIM_MD")
+        STEP_SOURCE="the simulator run's mean time between two chunks of one stream"
+    fi
+    if [ -z "$STEP_MS" ]; then
+        STEP_MS=48
+        STEP_SOURCE="a fallback, because the simulator run reported no chunk count"
+    fi
+    timeout 300 "$FLOOR" --clients "$MAX_CLIENTS" --step-ms "$STEP_MS" \
+        --duration-s "$DURATION_S" --warmup-s "$WARMUP_S" >"$WORK/floor.md"
     cat "$WORK/floor.md"
     # p99 in ms at the client: the simulator's "Every token, from send" row at that count,
     # and the better of the floor's two "chunk read by its client" rows.
-    SIM_P99=$(awk -F'|' '/^\| Every token, from send/ {p = $5} END {gsub(/ /, "", p); print p}' "$WORK/client-$MAX_CLIENTS.md")
-    FLOOR_P99=$(awk -F'|' '/chunk read by its client/ {v = $6 + 0; if (best == "" || v < best) best = v}
-        END {print best}' "$WORK/floor.md")
-    RATIO_LINE=$(awk -v s="$SIM_P99" -v f="$FLOOR_P99" 'BEGIN {
-        if (f > 0 && s != "") printf "p99 at the client: simulator %.3f ms, bare floor %.3f ms, ratio %.2f.", s, f, s / f
+    SIM_P99=$(awk -F'|' '/^\| Every token, from send/ {p = $5} END {gsub(/ /, "", p); print p}' "$SIM_MD")
+    FLOOR_BEST=$(awk -F'|' '/chunk read by its client/ {v = $6 + 0; if (best == "" || v < best) {best = v; w = $2 + 0}}
+        END {if (best != "") print best, w}' "$WORK/floor.md")
+    RATIO_LINE=$(echo "$FLOOR_BEST" | awk -v s="$SIM_P99" '{
+        if ($1 > 0 && s != "") printf "p99 at the client: simulator %.3f ms (every token, from send), bare floor %.3f ms (%d writer thread(s), chunk read by its client), ratio %.2f.", s, $1, $2, s / $1
         else print "p99 ratio not computed: a row was missing."
     }')
     {
         echo "### Floor: bare writes at concurrency $MAX_CLIENTS"
         echo
         echo "The \`write_floor\` example is the peer for the run above. It holds $MAX_CLIENTS loopback"
-        echo "connections and, every $FLOOR_STEP_MS ms, writes one 240-byte chunk to each of them from"
+        echo "connections and, every $STEP_MS ms ($STEP_SOURCE), writes one 240-byte chunk to each of them from"
         echo "plain threads with blocking sockets: no HTTP, no JSON, no channels, no async runtime"
         echo "on the writing side. Its readers are tokio tasks, as the clients above are. It runs"
         echo "with one writer thread, then with one per core. Lateness is measured from the"
@@ -170,7 +186,8 @@ mkdir -p "$(dirname "$OUT")"
     echo "hop, the request parsing and the client's own scheduling, which competes"
     echo "with the simulator for the same cores. The last row aligns each request"
     echo "at its first token instead, which removes the per-request connection and"
-    echo "parsing time. Requests sent in the first $WARMUP_S s are not measured."
+    echo "parsing time; a negative value there means a later token was less late than"
+    echo "its request's first one. Requests sent in the first $WARMUP_S s are not measured."
     echo
     echo "The second table is the server's own view, from its"
     echo "\`infphys:token_emit_lateness_seconds\` histogram in \`/metrics\`, read when"
@@ -182,7 +199,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "Command: \`scripts/bench-sim.sh\` (CLIENT_COUNTS=\"$CLIENT_COUNTS\", DURATION_S=$DURATION_S,"
     echo "WARMUP_S=$WARMUP_S, MAX_TOKENS=$MAX_TOKENS, PRESET=$PRESET). It runs the \`sim_server\`"
     echo "and \`stream_lateness\` examples of \`crates/infphys-sim\`, release builds, and the"
-    echo "\`write_floor\` example at the largest client count (FLOOR_STEP_MS=$FLOOR_STEP_MS)."
+    echo "\`write_floor\` example at the largest client count."
     echo
     echo "Machine: $(nproc) cores ($CPU_MODEL), Linux $(uname -r), load average"
     echo "$LOAD_BEFORE before the run. Other jobs shared the machine, so the tails"

@@ -106,8 +106,9 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Maximum waiting requests before new ones get 503; unbounded when unset, as in vLLM.
-    #[arg(long)]
+    /// Maximum waiting requests of each replica before new ones get 503; unbounded when unset,
+    /// as in vLLM.
+    #[arg(long, value_parser = parse_count::<usize>, allow_negative_numbers = true)]
     pub max_queue: Option<usize>,
 
     /// Engines behind one server, each a copy of the preset's GPU; adding one moves the knee.
@@ -119,7 +120,7 @@ pub struct SimArgs {
     pub routing: RoutingArg,
 
     /// Fraction of requests, 0 to 1, that get an error status instead of a completion.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction, allow_negative_numbers = true)]
     pub error_rate: f64,
 
     /// Statuses the injected errors pick from, comma-separated; 429 carries Retry-After.
@@ -128,11 +129,11 @@ pub struct SimArgs {
 
     /// Every this much simulated time, the whole engine pauses (a stop-the-world stall, to show
     /// coordinated omission); needs --stall-length.
-    #[arg(long, value_parser = parse_duration, requires = "stall_length")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, requires = "stall_length")]
     pub stall_every: Option<Duration>,
 
     /// Length of each engine pause; needs --stall-every.
-    #[arg(long, value_parser = parse_duration, requires = "stall_every")]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true, requires = "stall_every")]
     pub stall_length: Option<Duration>,
 
     /// Maximum open client connections; further ones get HTTP 503. Each uses one file
@@ -147,17 +148,17 @@ pub struct SimArgs {
     pub max_body_bytes: usize,
 
     /// Wall time a connection may stay open without starting a request, such as 300s or 5m.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration, allow_hyphen_values = true)]
     pub idle_timeout: Duration,
 
     /// Wall time a client may take to send a request body after its headers; a body still
     /// incomplete then gets HTTP 408.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub body_read_timeout: Duration,
 
     /// Wall time a write may stay blocked by a client that does not read; the connection is
     /// then closed and its request aborted.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub write_timeout: Duration,
 }
 
@@ -182,11 +183,11 @@ pub struct OutputArgs {
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
     /// Sequential requests to send.
-    #[arg(long, default_value_t = 12, value_parser = parse_count::<u64>)]
+    #[arg(long, default_value_t = 12, value_parser = parse_count::<u64>, allow_negative_numbers = true)]
     pub requests: u64,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>, allow_negative_numbers = true)]
     pub max_tokens: u32,
 
     /// Sampling temperature.
@@ -194,7 +195,7 @@ pub struct BaselineArgs {
     pub temperature: f64,
 
     /// Timeout per request, such as 60s, 500ms or 2m.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     #[command(flatten)]
@@ -210,15 +211,15 @@ pub struct SweepArgs {
     pub concurrency: Option<Vec<usize>>,
 
     /// Requests per level; default 80 (overload: 60).
-    #[arg(long, value_parser = parse_count::<u64>)]
+    #[arg(long, value_parser = parse_count::<u64>, allow_negative_numbers = true)]
     pub requests: Option<u64>,
 
     /// Timeout per request, such as 60s or 5s; default 60s (overload: 5s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Option<Duration>,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>, allow_negative_numbers = true)]
     pub max_tokens: u32,
 
     #[command(flatten)]
@@ -233,15 +234,15 @@ pub struct TokensArgs {
     pub prompt_sizes: Vec<usize>,
 
     /// max_tokens values, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256", value_parser = parse_count::<u32>)]
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256", value_parser = parse_count::<u32>, allow_negative_numbers = true)]
     pub max_tokens: Vec<u32>,
 
     /// Sequential requests per cell.
-    #[arg(long, default_value_t = 6, value_parser = parse_count::<u64>)]
+    #[arg(long, default_value_t = 6, value_parser = parse_count::<u64>, allow_negative_numbers = true)]
     pub repeats: u64,
 
     /// Timeout per request.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     #[command(flatten)]
@@ -269,15 +270,15 @@ pub struct StreamArgs {
     pub concurrency: Vec<usize>,
 
     /// Requests per level.
-    #[arg(long, default_value_t = 40, value_parser = parse_count::<u64>)]
+    #[arg(long, default_value_t = 40, value_parser = parse_count::<u64>, allow_negative_numbers = true)]
     pub requests: u64,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>, allow_negative_numbers = true)]
     pub max_tokens: u32,
 
     /// Timeout per request.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     #[command(flatten)]
@@ -291,15 +292,15 @@ pub struct StreamArgs {
 #[derive(Debug, Args)]
 pub struct SloArgs {
     /// Objective on p95 end-to-end latency; the knee is the highest load that meets it.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub slo_p95: Option<Duration>,
 
     /// Objective on each request's time to first token, for goodput.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub slo_ttft: Option<Duration>,
 
     /// Objective on each request's time per output token, for goodput.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, allow_hyphen_values = true)]
     pub slo_tpot: Option<Duration>,
 }
 
@@ -316,7 +317,7 @@ pub enum ArrivalsArg {
 #[derive(Debug, Args)]
 pub struct RateArgs {
     /// Offered rates in requests per second, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_rate)]
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_rate, allow_negative_numbers = true)]
     pub rates: Vec<f64>,
 
     /// Spacing of arrivals.
@@ -328,11 +329,11 @@ pub struct RateArgs {
     pub seed: u64,
 
     /// Most requests scheduled per rate.
-    #[arg(long, default_value_t = 200, value_parser = parse_count::<u64>)]
+    #[arg(long, default_value_t = 200, value_parser = parse_count::<u64>, allow_negative_numbers = true)]
     pub requests: u64,
 
     /// Maximum schedule length per rate, in server time.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
 
     /// Maximum requests in flight. A request due while the cap is full waits, and the wait
@@ -345,11 +346,11 @@ pub struct RateArgs {
     pub stream: bool,
 
     /// max_tokens of each request.
-    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>)]
+    #[arg(long, default_value_t = 96, value_parser = parse_count::<u32>, allow_negative_numbers = true)]
     pub max_tokens: u32,
 
     /// Timeout per request.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub timeout: Duration,
 
     #[command(flatten)]
@@ -378,6 +379,16 @@ pub fn parse_count<T: std::str::FromStr + PartialOrd + From<u8>>(text: &str) -> 
     }
 }
 
+/// Parses a fraction from 0 to 1, such as `0.1`.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(fraction) if (0.0..=1.0).contains(&fraction) => Ok(fraction),
+        _ => Err(format!(
+            "invalid fraction {text:?}: expected a number from 0 to 1, such as 0.1"
+        )),
+    }
+}
+
 /// Checks a simulator preset name and returns it unchanged.
 pub fn parse_preset(text: &str) -> Result<String, String> {
     text.parse::<infphys_sim::Preset>()
@@ -399,7 +410,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let value: f64 = number.trim().parse().map_err(|_| {
         format!(
-            "invalid duration {text:?}: expected a number with a unit, such as 60s, 500ms or 2m"
+            "invalid duration {text:?}: expected seconds or a number with a unit, such as 60, 60s, 500ms or 2m"
         )
     })?;
     let seconds = value * unit_seconds;

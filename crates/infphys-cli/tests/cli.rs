@@ -74,6 +74,27 @@ fn bad_input_fails_with_value_and_fix() {
             &["time scale", "greater than 0"],
         ),
         (&["rate", "--rates=-1"], &[], &["invalid rate \"-1\""]),
+        (&["rate", "--rates", "-1"], &[], &["invalid rate \"-1\""]),
+        (
+            &["sweep", "--requests", "-3"],
+            &[],
+            &["--requests", "invalid count \"-3\""],
+        ),
+        (
+            &["sweep", "--timeout", "-1s"],
+            &[],
+            &["--timeout", "invalid duration \"-1s\""],
+        ),
+        (
+            &["sim", "--max-queue", "0"],
+            &[],
+            &["--max-queue", "invalid count \"0\""],
+        ),
+        (
+            &["sim", "--error-rate", "1.5"],
+            &[],
+            &["--error-rate", "invalid fraction \"1.5\"", "from 0 to 1"],
+        ),
         (&["rate", "--rates", "0"], &[], &["invalid rate \"0\""]),
         (
             &["--preset", "b200", "preflight"],

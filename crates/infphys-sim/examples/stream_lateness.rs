@@ -384,7 +384,7 @@ async fn main() {
 
     let samples = samples.lock().unwrap();
     println!(
-        "{} clients, {:.1} s of requests ({:.1} s warm-up not measured), {:.1} s wall in all, \
+        "{} client(s), {:.1} s of requests ({:.1} s warm-up not measured), {:.1} s wall in all, \
          {} measured requests, {} failed requests",
         settings.clients,
         settings.duration.as_secs_f64(),

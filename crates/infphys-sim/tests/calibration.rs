@@ -2,7 +2,7 @@
 //!
 //! Each run drives the virtual-time engine directly the way the published
 //! benchmark drove its server, then prints published, simulated and ratio
-//! side by side (`cargo test --release --test calibration -- --nocapture`).
+//! side by side (`cargo test --release --test calibration -- --nocapture --test-threads=1`).
 //! docs/calibration.md records the tables, the sources and the misses.
 
 use std::time::Duration;
