@@ -243,6 +243,8 @@ pub struct Target {
     api_key: Option<ApiKey>,
     kind: TargetKind,
     time_scale: f64,
+    /// Model names the server lists at `GET /v1/models`; empty when it lists none or was not asked.
+    served_models: Vec<String>,
     #[cfg(feature = "sim")]
     _simulator: Option<Arc<infphys_sim::SimHandle>>,
 }
@@ -256,6 +258,7 @@ impl fmt::Debug for Target {
             .field("api_key", &self.api_key)
             .field("kind", &self.kind)
             .field("time_scale", &self.time_scale)
+            .field("served_models", &self.served_models)
             .finish()
     }
 }
@@ -282,6 +285,7 @@ impl Target {
             api_key,
             kind: TargetKind::Server,
             time_scale: 1.0,
+            served_models: Vec::new(),
             #[cfg(feature = "sim")]
             _simulator: None,
         })
@@ -309,14 +313,16 @@ impl Target {
                 preset: preset.name().to_owned(),
             },
             time_scale: options.time_scale,
+            served_models: vec![model.to_owned()],
             _simulator: Some(Arc::new(handle)),
         })
     }
 
     /// Marks a server target as an infphys simulator when the probe found one, adopting its
     /// time scale so that durations are reported in its server time.
-    fn with_probe(mut self, probed: Option<RemoteSimulator>) -> Self {
-        if let Some(simulator) = probed {
+    fn with_probe(mut self, probed: Probed) -> Self {
+        self.served_models = probed.models;
+        if let Some(simulator) = probed.simulator {
             self.kind = TargetKind::RemoteSimulator {
                 preset: simulator.preset,
             };
@@ -387,8 +393,37 @@ impl Target {
         }
     }
 
-    /// Returns one line naming the target in use, for the top of a notebook or a CLI run.
+    /// Returns the model names the server listed at `GET /v1/models` when it was probed; empty
+    /// when it listed none or was not asked.
+    pub fn served_models(&self) -> &[String] {
+        &self.served_models
+    }
+
+    /// Returns a warning when the server lists its models and the configured one is not among
+    /// them. vLLM, NIM and the simulator answer requests for an unlisted model with HTTP 404;
+    /// the llama.cpp server ignores the name.
+    pub fn model_warning(&self) -> Option<String> {
+        if self.served_models.is_empty() || self.served_models.contains(&self.model) {
+            return None;
+        }
+        Some(format!(
+            "warning: the server lists {} but not the model {:?}. vLLM and NIM answer such requests with HTTP 404, so set NIM_GEN_MODEL or --model to a listed model.",
+            self.served_models.join(", "),
+            self.model
+        ))
+    }
+
+    /// Returns one line naming the target in use, for the top of a notebook or a CLI run, with
+    /// a second line when the server does not list the configured model.
     pub fn describe(&self) -> String {
+        let line = self.describe_target();
+        match self.model_warning() {
+            Some(warning) => format!("{line}\n{warning}"),
+            None => line,
+        }
+    }
+
+    fn describe_target(&self) -> String {
         match &self.kind {
             TargetKind::Server => format!(
                 "Target: {} (model {}, endpoint {})",
@@ -457,6 +492,15 @@ fn start_simulator(_spec: &TargetSpec) -> Result<Target> {
     ))
 }
 
+/// What a responding server reports at `GET {base}/v1/models`.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Probed {
+    /// Preset and time scale, when the server is an infphys simulator.
+    simulator: Option<RemoteSimulator>,
+    /// The `id` of each entry of `data`.
+    models: Vec<String>,
+}
+
 /// Preset and time scale of an infphys simulator, read from its `GET {base}/v1/models`.
 #[derive(Debug, Clone, PartialEq)]
 struct RemoteSimulator {
@@ -466,7 +510,7 @@ struct RemoteSimulator {
 
 /// Checks that a server responds at `base_url`, and reads the preset and time scale when it
 /// is an infphys simulator.
-async fn probe(base_url: &str) -> Result<Option<RemoteSimulator>, String> {
+async fn probe(base_url: &str) -> Result<Probed, String> {
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -482,12 +526,30 @@ async fn probe(base_url: &str) -> Result<Option<RemoteSimulator>, String> {
         .content_length()
         .is_some_and(|length| length > 64 * 1024)
     {
-        return Ok(None);
+        return Ok(Probed::default());
     }
     let Ok(body) = response.json::<serde_json::Value>().await else {
-        return Ok(None);
+        return Ok(Probed::default());
     };
-    Ok(remote_simulator(&body))
+    Ok(Probed {
+        simulator: remote_simulator(&body),
+        models: listed_models(&body),
+    })
+}
+
+/// Returns the `id` of each entry of an OpenAI model list.
+fn listed_models(models: &serde_json::Value) -> Vec<String> {
+    models
+        .get("data")
+        .and_then(serde_json::Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry.get("id")?.as_str())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn remote_simulator(models: &serde_json::Value) -> Option<RemoteSimulator> {
@@ -599,6 +661,46 @@ mod tests {
         let described = target.describe();
         assert!(described.contains("time scale 10"), "{described}");
         assert!(described.contains("server time"), "{described}");
+    }
+
+    #[cfg(feature = "sim")]
+    #[tokio::test]
+    async fn unlisted_model_is_warned_about() {
+        let server =
+            infphys_sim::spawn(infphys_sim::SimConfig::new(infphys_sim::Preset::Classroom))
+                .unwrap();
+        let listed = spec_from(&[("NIM_BASE_URL", server.base_url())]).unwrap();
+        let unlisted = spec_from(&[
+            ("NIM_BASE_URL", server.base_url()),
+            ("NIM_GEN_MODEL", "foo"),
+        ])
+        .unwrap();
+
+        let target = resolve(&listed).await.unwrap();
+        assert_eq!(target.served_models(), std::slice::from_ref(&listed.model));
+        assert_eq!(target.model_warning(), None);
+        assert!(
+            !target.describe().contains("warning"),
+            "{}",
+            target.describe()
+        );
+
+        let target = resolve(&unlisted).await.unwrap();
+        let described = target.describe();
+        assert!(
+            described.contains("but not the model \"foo\""),
+            "{described}"
+        );
+        assert!(described.contains(&listed.model), "{described}");
+        assert!(described.contains("NIM_GEN_MODEL"), "{described}");
+    }
+
+    #[test]
+    fn model_list_ids_are_read() {
+        let body = serde_json::json!({"data": [{"id": "a"}, {"id": "b"}, {"object": "model"}]});
+        assert_eq!(listed_models(&body), ["a", "b"]);
+        assert!(listed_models(&serde_json::json!({"data": "none"})).is_empty());
+        assert!(listed_models(&serde_json::json!([])).is_empty());
     }
 
     #[test]
