@@ -127,8 +127,8 @@ if [ "$MAX_CLIENTS" -gt 1 ]; then
     STEP_MS=$FLOOR_STEP_MS
     STEP_SOURCE="set by FLOOR_STEP_MS"
     if [ -z "$STEP_MS" ]; then
-        # Chunks the server counted after the warm-up, over the wall time after the warm-up,
-        # gives the simulator's mean time between two chunks of one stream.
+        # The simulator's mean time between two chunks of one stream: clients times the wall
+        # time after the warm-up, divided by the chunks the server counted in that time.
         STEP_MS=$(awk -F'|' -v clients="$MAX_CLIENTS" -v warmup="$WARMUP_S" '
             / s wall in all/ {match($0, /[0-9.]+ s wall in all/); wall = substr($0, RSTART, RLENGTH) + 0}
             /^\| Token chunk handed to its connection/ {chunks = $3 + 0}
@@ -155,9 +155,9 @@ if [ "$MAX_CLIENTS" -gt 1 ]; then
         echo "### Floor: bare writes at concurrency $MAX_CLIENTS"
         echo
         echo "The \`write_floor\` example is the peer for the run above. It holds $MAX_CLIENTS loopback"
-        echo "connections and, every $STEP_MS ms ($STEP_SOURCE), writes one 240-byte chunk to each of them from"
-        echo "plain threads with blocking sockets: no HTTP, no JSON, no channels, no async runtime"
-        echo "on the writing side. Its readers are tokio tasks, as the clients above are. It runs"
+        echo "connections. Every $STEP_MS ms ($STEP_SOURCE), it writes one 240-byte chunk to each"
+        echo "of them from plain threads with blocking sockets, with no HTTP, JSON, channels or async"
+        echo "runtime on the writing side. Its readers are tokio tasks, as the clients above are. It runs"
         echo "with one writer thread, then with one per core. Lateness is measured from the"
         echo "instant every chunk of the step fell due. Any server that gives each token chunk its"
         echo "own \`write\` call cannot do better on this machine than this floor."

@@ -106,7 +106,7 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Maximum waiting requests of each replica before new ones get 503; unbounded when unset,
+    /// Maximum waiting requests of each replica before new ones get 503. Unset means unbounded,
     /// as in vLLM.
     #[arg(long, value_parser = parse_count::<usize>, allow_negative_numbers = true)]
     pub max_queue: Option<usize>,

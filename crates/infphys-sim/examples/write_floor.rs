@@ -26,7 +26,6 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
@@ -84,16 +83,25 @@ fn parse_settings() -> Result<Settings, String> {
     Ok(settings)
 }
 
-/// Lateness samples of one run, in nanoseconds.
+/// Lateness samples of one run in nanoseconds, with its failed writes and CPU use.
 struct RunSamples {
     written: Vec<u64>,
     arrived: Vec<u64>,
+    failed_writes: usize,
     writer_cpu: Duration,
     process_cpu: Duration,
     wall: Duration,
 }
 
-/// Whose CPU time [`cpu_time`] reads.
+/// Result of one writer thread.
+struct WriterResult {
+    /// Lateness of each write after the warm-up, in nanoseconds.
+    lateness: Vec<u64>,
+    failed_writes: usize,
+    cpu: Duration,
+}
+
+/// Scope of the CPU time that [`cpu_time`] reads: the calling thread or the whole process.
 #[derive(Debug, Clone, Copy)]
 enum CpuScope {
     Thread,
@@ -103,14 +111,14 @@ enum CpuScope {
 /// Returns the CPU time of the calling thread or of the whole process.
 #[cfg(target_os = "linux")]
 fn cpu_time(scope: CpuScope) -> Duration {
-    let who = match scope {
+    let resource_scope = match scope {
         CpuScope::Thread => libc::RUSAGE_THREAD,
         CpuScope::Process => libc::RUSAGE_SELF,
     };
     // SAFETY: getrusage only writes into the zeroed struct it is given.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(who, &mut usage);
+        libc::getrusage(resource_scope, &mut usage);
         usage
     };
     let seconds = |time: libc::timeval| {
@@ -119,7 +127,7 @@ fn cpu_time(scope: CpuScope) -> Duration {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// Returns zero: per-thread CPU time is read on Linux only, so the CPU lines read 0% elsewhere.
+/// Returns zero, because per-thread CPU time is read on Linux only. The CPU lines then read 0%.
 #[cfg(not(target_os = "linux"))]
 fn cpu_time(_scope: CpuScope) -> Duration {
     Duration::ZERO
@@ -137,18 +145,17 @@ fn wait_until(deadline: Instant) {
 }
 
 /// Writes one chunk per step to each of `sockets` until `steps` have passed,
-/// and returns the lateness of each write after the warm-up steps.
+/// timing each write after the warm-up steps and counting the failed ones.
 fn write_steps(
     mut sockets: Vec<TcpStream>,
     epoch: Instant,
     settings: Settings,
     steps: u64,
-    start: &Barrier,
-) -> (Vec<u64>, Duration) {
-    start.wait();
+) -> WriterResult {
     let cpu_before = cpu_time(CpuScope::Thread);
     let warmup_steps = (settings.warmup.as_secs_f64() / settings.step.as_secs_f64()) as u64;
     let mut lateness = Vec::with_capacity(sockets.len() * steps as usize);
+    let mut failed_writes = 0;
     let mut chunk = [b'x'; CHUNK_BYTES];
     for step in 1..=steps {
         let due = settings.step * step as u32;
@@ -157,38 +164,38 @@ fn write_steps(
         wait_until(deadline);
         for socket in &mut sockets {
             if socket.write_all(&chunk).is_err() {
-                continue;
-            }
-            if step > warmup_steps {
+                failed_writes += 1;
+            } else if step > warmup_steps {
                 lateness.push(deadline.elapsed().as_nanos() as u64);
             }
         }
     }
-    (lateness, cpu_time(CpuScope::Thread) - cpu_before)
+    WriterResult {
+        lateness,
+        failed_writes,
+        cpu: cpu_time(CpuScope::Thread) - cpu_before,
+    }
 }
 
 /// Reads chunks until end of file and returns how late each one arrived
 /// after its scheduled instant, leaving out the warm-up.
 async fn read_chunks(
     mut stream: tokio::net::TcpStream,
-    epoch_cell: Arc<std::sync::OnceLock<Instant>>,
+    epoch: Instant,
     warmup: Duration,
-) -> std::io::Result<Vec<u64>> {
+) -> Vec<u64> {
     let mut lateness = Vec::new();
     let mut chunk = [0u8; CHUNK_BYTES];
     while stream.read_exact(&mut chunk).await.is_ok() {
         let arrived = Instant::now();
-        let Some(epoch) = epoch_cell.get() else {
-            continue;
-        };
         let mut due = [0u8; 8];
         due.copy_from_slice(&chunk[..8]);
         let due = Duration::from_nanos(u64::from_le_bytes(due));
         if due > warmup {
-            lateness.push(arrived.saturating_duration_since(*epoch + due).as_nanos() as u64);
+            lateness.push(arrived.saturating_duration_since(epoch + due).as_nanos() as u64);
         }
     }
-    Ok(lateness)
+    lateness
 }
 
 /// Runs one measurement with `writers` writer threads.
@@ -201,13 +208,12 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
         .enable_all()
         .build()
         .map_err(|error| format!("tokio runtime: {error}"))?;
-    let epoch_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
     let steps = (settings.duration.as_secs_f64() / settings.step.as_secs_f64()) as u64;
     let warmup = settings.warmup;
 
     // Clients connect one at a time, each accepted before the next, so at
     // most one connection waits in the listen backlog.
-    let mut readers = Vec::with_capacity(settings.clients);
+    let mut streams = Vec::with_capacity(settings.clients);
     let mut sockets = Vec::with_capacity(settings.clients);
     for client in 0..settings.clients {
         let stream = runtime
@@ -219,36 +225,36 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
         for nodelay in [stream.set_nodelay(true), socket.set_nodelay(true)] {
             nodelay.map_err(|error| format!("client {client}: TCP_NODELAY: {error}"))?;
         }
+        streams.push(stream);
         sockets.push(socket);
-        let epoch_cell = Arc::clone(&epoch_cell);
-        readers.push(runtime.spawn(read_chunks(stream, epoch_cell, warmup)));
     }
 
-    let per_writer = settings.clients.div_ceil(writers);
-    let start = Arc::new(Barrier::new(writers + 1));
+    // The epoch lies 100 ms ahead, so readers and writers have started before the first step.
     let epoch = Instant::now() + Duration::from_millis(100);
-    epoch_cell
-        .set(epoch)
-        .map_err(|_| "the epoch was set twice".to_string())?;
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|stream| runtime.spawn(read_chunks(stream, epoch, warmup)))
+        .collect();
     let process_before = cpu_time(CpuScope::Process);
+    let per_writer = settings.clients.div_ceil(writers);
     let mut handles = Vec::new();
     while !sockets.is_empty() {
         let share: Vec<TcpStream> = sockets.drain(..per_writer.min(sockets.len())).collect();
-        let start = Arc::clone(&start);
         handles.push(std::thread::spawn(move || {
-            write_steps(share, epoch, settings, steps, &start)
+            write_steps(share, epoch, settings, steps)
         }));
     }
-    start.wait();
 
     let mut written = Vec::new();
+    let mut failed_writes = 0;
     let mut writer_cpu = Duration::ZERO;
     for handle in handles {
-        let (lateness, cpu) = handle
+        let result = handle
             .join()
             .map_err(|_| "a writer thread panicked".to_string())?;
-        written.extend(lateness);
-        writer_cpu += cpu;
+        written.extend(result.lateness);
+        failed_writes += result.failed_writes;
+        writer_cpu += result.cpu;
     }
     let wall = epoch.elapsed();
     let process_cpu = cpu_time(CpuScope::Process) - process_before;
@@ -258,19 +264,20 @@ fn run(settings: Settings, writers: usize) -> Result<RunSamples, String> {
     for reader in readers {
         let lateness = runtime
             .block_on(reader)
-            .map_err(|error| format!("reader task: {error}"))?
-            .map_err(|error| format!("reader: {error}"))?;
+            .map_err(|error| format!("reader task failed: {error}"))?;
         arrived.extend(lateness);
     }
     Ok(RunSamples {
         written,
         arrived,
+        failed_writes,
         writer_cpu,
         process_cpu,
         wall,
     })
 }
 
+/// Returns the `q` quantile of sorted nanosecond samples in milliseconds, or NaN when empty.
 fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -279,10 +286,11 @@ fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
     sorted[index] as f64 / 1e6
 }
 
-fn row(label: &str, samples: &mut [u64]) -> String {
+/// Formats one table row: writer threads, what was timed, then the sample count and quantiles.
+fn row(writers: usize, label: &str, samples: &mut [u64]) -> String {
     samples.sort_unstable();
     format!(
-        "| {label} | {} | {:.3} | {:.3} | {:.3} |",
+        "| {writers} | {label} | {} | {:.3} | {:.3} | {:.3} |",
         samples.len(),
         quantile_ms(samples, 0.5),
         quantile_ms(samples, 0.99),
@@ -321,20 +329,18 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        println!("{}", row(writers, "write returned", &mut samples.written));
         println!(
-            "| {writers} | {}",
-            row("write returned", &mut samples.written).trim_start_matches("| ")
-        );
-        println!(
-            "| {writers} | {}",
-            row("chunk read by its client", &mut samples.arrived).trim_start_matches("| ")
+            "{}",
+            row(writers, "chunk read by its client", &mut samples.arrived)
         );
         let wall = samples.wall.as_secs_f64();
         cpu_lines.push(format!(
             "{writers} writer thread(s): writers used {:.1}% of one core, the whole process \
-             (writers and readers) {:.1}%, over {wall:.1} s.",
+             (writers and readers) {:.1}%, over {wall:.1} s. Failed writes: {}.",
             100.0 * samples.writer_cpu.as_secs_f64() / wall,
             100.0 * samples.process_cpu.as_secs_f64() / wall,
+            samples.failed_writes,
         ));
     }
     println!();

@@ -243,7 +243,7 @@ pub struct Target {
     api_key: Option<ApiKey>,
     kind: TargetKind,
     time_scale: f64,
-    /// Model names the server lists at `GET /v1/models`; empty when it lists none or was not asked.
+    /// Model names the server lists at `GET /v1/models`. Empty when it lists none or was not probed.
     served_models: Vec<String>,
     #[cfg(feature = "sim")]
     _simulator: Option<Arc<infphys_sim::SimHandle>>,
@@ -318,8 +318,8 @@ impl Target {
         })
     }
 
-    /// Marks a server target as an infphys simulator when the probe found one, adopting its
-    /// time scale so that durations are reported in its server time.
+    /// Records the models the probe found listed, and marks a server target as an infphys
+    /// simulator when it is one, adopting its time scale so durations are in its server time.
     fn with_probe(mut self, probed: Probed) -> Self {
         self.served_models = probed.models;
         if let Some(simulator) = probed.simulator {
@@ -393,21 +393,21 @@ impl Target {
         }
     }
 
-    /// Returns the model names the server listed at `GET /v1/models` when it was probed; empty
-    /// when it listed none or was not asked.
+    /// Returns the model names the server listed at `GET /v1/models`, or an empty slice when it
+    /// listed none or was not probed.
     pub fn served_models(&self) -> &[String] {
         &self.served_models
     }
 
     /// Returns a warning when the server lists its models and the configured one is not among
-    /// them. vLLM, NIM and the simulator answer requests for an unlisted model with HTTP 404;
-    /// the llama.cpp server ignores the name.
+    /// them. vLLM, NIM and the simulator reject requests for an unlisted model with HTTP 404,
+    /// while the llama.cpp server accepted the lab's default name in `docs/sim-vs-llama.md`.
     pub fn model_warning(&self) -> Option<String> {
         if self.served_models.is_empty() || self.served_models.contains(&self.model) {
             return None;
         }
         Some(format!(
-            "warning: the server lists {} but not the model {:?}. vLLM and NIM answer such requests with HTTP 404, so set NIM_GEN_MODEL or --model to a listed model.",
+            "warning: the server lists {} but not the model {:?}. vLLM and NIM reject such requests with HTTP 404, so set NIM_GEN_MODEL or --model to a listed model.",
             self.served_models.join(", "),
             self.model
         ))
@@ -492,7 +492,7 @@ fn start_simulator(_spec: &TargetSpec) -> Result<Target> {
     ))
 }
 
-/// What a responding server reports at `GET {base}/v1/models`.
+/// Model list and simulator details of a responding server, read from `GET {base}/v1/models`.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Probed {
     /// Preset and time scale, when the server is an infphys simulator.
@@ -508,8 +508,8 @@ struct RemoteSimulator {
     time_scale: f64,
 }
 
-/// Checks that a server responds at `base_url`, and reads the preset and time scale when it
-/// is an infphys simulator.
+/// Checks that a server responds at `base_url`, and reads the models it lists and, when it is
+/// an infphys simulator, its preset and time scale.
 async fn probe(base_url: &str) -> Result<Probed, String> {
     let client = reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
@@ -665,7 +665,7 @@ mod tests {
 
     #[cfg(feature = "sim")]
     #[tokio::test]
-    async fn unlisted_model_is_warned_about() {
+    async fn unlisted_model_gets_warning() {
         let server =
             infphys_sim::spawn(infphys_sim::SimConfig::new(infphys_sim::Preset::Classroom))
                 .unwrap();
@@ -696,7 +696,7 @@ mod tests {
     }
 
     #[test]
-    fn model_list_ids_are_read() {
+    fn model_list_ids_parse() {
         let body = serde_json::json!({"data": [{"id": "a"}, {"id": "b"}, {"object": "model"}]});
         assert_eq!(listed_models(&body), ["a", "b"]);
         assert!(listed_models(&serde_json::json!({"data": "none"})).is_empty());
